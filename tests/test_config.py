@@ -1,0 +1,80 @@
+"""CovPolicyLossConfig: built by verl's own Hydra config path, validated at build time."""
+
+import pytest
+import torch
+from conftest import random_batch
+from verl.trainer.ppo.core_algos import get_policy_loss_fn
+from verl.workers.config import FSDPActorConfig, PolicyLossConfig
+from verl_hydra import build_actor
+
+from verl_cov.config import CovPolicyLossConfig
+
+PREFIX = "actor_rollout_ref.actor.policy_loss"
+TARGET = f"{PREFIX}._target_=verl_cov.config.CovPolicyLossConfig"
+
+
+def test_user_overrides_build_our_config():
+    actor = build_actor([f"{PREFIX}.loss_mode=verl_cov.kl_cov", TARGET, f"{PREFIX}.kl_cov_ratio=0.002"])
+    assert isinstance(actor, FSDPActorConfig)
+    assert isinstance(actor.policy_loss, CovPolicyLossConfig)
+    assert actor.policy_loss.kl_cov_ratio == 0.002
+    assert actor.policy_loss.loss_mode == "verl_cov.kl_cov"
+
+
+def test_overlay_sets_the_paper_defaults():
+    actor = build_actor([f"{PREFIX}.loss_mode=verl_cov.clip_cov"], overlay=True)
+    loss = actor.policy_loss
+    assert isinstance(loss, CovPolicyLossConfig)
+    assert (loss.clip_cov_ratio, loss.clip_cov_lb, loss.clip_cov_ub) == (2e-4, 1.0, 5.0)
+    assert (loss.kl_cov_ratio, loss.ppo_kl_coef, loss.seed) == (2e-4, 1.0, 0)
+    assert build_actor([f"{PREFIX}.seed=7"], overlay=True).policy_loss.seed == 7
+
+
+def test_dataclass_defaults_are_the_papers():
+    loss = CovPolicyLossConfig()
+    assert (loss.clip_cov_ratio, loss.clip_cov_lb, loss.clip_cov_ub) == (2e-4, 1.0, 5.0)
+    assert (loss.kl_cov_ratio, loss.ppo_kl_coef, loss.seed) == (2e-4, 1.0, 0)
+    assert PolicyLossConfig().ppo_kl_coef != loss.ppo_kl_coef  # verl's own default differs (0.1)
+
+
+BAD = [
+    ("clip_cov_ratio", "0", "(0, 1]"),
+    ("clip_cov_ratio", "1.5", "(0, 1]"),
+    ("kl_cov_ratio", "-0.1", "(0, 1]"),
+    ("kl_cov_ratio", "0", "(0, 1]"),
+    ("clip_cov_lb", "5.0", "< clip_cov_ub"),
+    ("ppo_kl_coef", "-1", ">= 0"),
+    ("kl_cov_ratio", "nan", "finite number"),
+    ("clip_cov_ratio", "abc", "finite number"),
+    ("seed", "-3", "[0, 2**63)"),
+    ("loss_mode", "verl_cov.klcov", "verl_cov.kl_cov"),
+]
+
+
+NUMERIC_KEYS = ("clip_cov_ratio", "kl_cov_ratio", "clip_cov_lb", "ppo_kl_coef")
+
+
+@pytest.mark.parametrize("key, value, allowed", BAD)
+def test_bad_value_fails_at_config_build(key, value, allowed):
+    with pytest.raises(Exception) as error:
+        build_actor([f"{PREFIX}.{key}={value}"], overlay=True)
+    message = str(error.value)
+    assert f"{PREFIX}.{key}=" in message and allowed in message
+
+
+@pytest.mark.parametrize("key, value, allowed", [bad for bad in BAD if bad[0] in NUMERIC_KEYS and bad[1] != "abc"])
+def test_plain_verl_config_checks_the_same_ranges_on_first_use(key, value, allowed):
+    """Without ``_target_`` (verl's PolicyLossConfig) the modes run and reject the same values when called."""
+    policy_loss = PolicyLossConfig(loss_mode="verl_cov.kl_cov", **{key: float(value)})
+    config = FSDPActorConfig(strategy="fsdp", rollout_n=1, ppo_micro_batch_size_per_gpu=1, policy_loss=policy_loss)
+    for mode in ("verl_cov.clip_cov", "verl_cov.kl_cov"):
+        with pytest.raises(ValueError, match=allowed.replace("(", r"\(").replace("[", r"\[")):
+            get_policy_loss_fn(mode)(*random_batch(), "token-mean", config)
+
+
+def test_plain_verl_config_runs():
+    config = FSDPActorConfig(
+        strategy="fsdp", rollout_n=1, ppo_micro_batch_size_per_gpu=1, policy_loss=PolicyLossConfig(kl_cov_ratio=0.1)
+    )
+    loss, metrics = get_policy_loss_fn("verl_cov.kl_cov")(*random_batch(), "token-mean", config)
+    assert torch.isfinite(loss) and metrics["actor/cov/selected_frac"] > 0

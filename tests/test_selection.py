@@ -1,0 +1,118 @@
+"""verl_cov.selection: unbiased counts, uniform draws, seeded reproducibility, exact top-k."""
+
+import math
+
+import pytest
+import torch
+from conftest import actor_config
+from verl.trainer.ppo.core_algos import get_policy_loss_fn
+
+from verl_cov.selection import generator_for, random_tokens, selection_bound, stochastic_count, top_k_tokens
+
+
+@pytest.mark.parametrize("n_valid, ratio", [(2000, 2e-4), (37, 0.01), (50_000, 2e-4), (1000, 0.0123), (10, 1.0)])
+def test_stochastic_count_is_unbiased(n_valid, ratio):
+    mask = torch.zeros(n_valid + 5, dtype=torch.bool)
+    mask[:n_valid] = True
+    generator = torch.Generator().manual_seed(0)
+    counts = torch.stack([stochastic_count(ratio, mask, generator) for _ in range(4000)]).double()
+    target = ratio * n_valid
+    assert set(counts.unique().tolist()) <= {math.floor(target), math.floor(target) + 1}
+    spread = math.sqrt((target % 1) * (1 - target % 1) / 4000) + 1e-9
+    assert abs(counts.mean().item() - target) < 5 * spread + 1e-9
+
+
+def test_bound_covers_every_count():
+    for numel in (1, 7, 1000, 262_144):
+        for ratio in (2e-4, 0.3, 1.0):
+            assert selection_bound(ratio, numel) >= math.floor(ratio * numel + 0.999999)
+            assert selection_bound(ratio, numel) <= numel
+
+
+def test_random_tokens_draws_uniformly_among_candidates():
+    candidates = torch.zeros(4, 10, dtype=torch.bool)
+    candidates[1, 2:7] = True
+    candidates[3, 0] = True  # 6 candidates, 2 drawn per call
+    hits = torch.zeros(4, 10)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(3000):
+        chosen = random_tokens(candidates, torch.tensor(2), 0.05, generator)
+        assert chosen.sum() == 2 and not (chosen & ~candidates).any()
+        hits += chosen
+    share = hits[candidates] / 3000
+    assert torch.allclose(share, torch.full_like(share, 2 / 6), atol=0.04)
+
+
+def test_random_tokens_takes_all_when_fewer_candidates_than_count():
+    candidates = torch.zeros(3, 5, dtype=torch.bool)
+    candidates[0, 1] = candidates[2, 4] = True
+    chosen = random_tokens(candidates, torch.tensor(4), 0.3, torch.Generator().manual_seed(0))
+    assert torch.equal(chosen, candidates)
+
+
+def test_top_k_tokens_matches_sorting():
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        scores = torch.randn(6, 50, generator=generator)
+        mask = torch.rand(6, 50, generator=generator) > 0.3
+        count = int(torch.randint(0, 15, (), generator=generator))
+        chosen = top_k_tokens(scores, mask, torch.tensor(count), 0.05)
+        valid_scores = scores[mask]
+        expected = set(valid_scores.argsort(descending=True)[:count].tolist())
+        assert set(torch.nonzero(chosen[mask]).flatten().tolist()) == expected
+
+
+def test_empty_inputs():
+    empty = torch.zeros(0, 0, dtype=torch.bool)
+    g = torch.Generator().manual_seed(0)
+    assert stochastic_count(0.5, empty, g) == 0
+    assert top_k_tokens(torch.zeros(0, 0), empty, torch.tensor(0), 0.5).shape == (0, 0)
+    assert random_tokens(empty, torch.tensor(0), 0.5, g).shape == (0, 0)
+
+
+def _clip_cov_cut(seed: int, ratio: float = 0.02, length: int = 512) -> torch.Tensor:
+    """Cut mask of one Clip-Cov call where every token is a candidate (Cov = 2 everywhere)."""
+    log_prob = torch.where(torch.arange(length) % 2 == 0, -1.0, -3.0).view(1, -1).requires_grad_()
+    advantages = torch.where(torch.arange(length) % 2 == 0, 2.0, -2.0).view(1, -1)
+    mask = torch.ones(1, length, dtype=torch.bool)
+    config = actor_config("verl_cov.clip_cov", clip_cov_ratio=ratio, seed=seed, clip_ratio=1.0)
+    loss, metrics = get_policy_loss_fn("verl_cov.clip_cov")(
+        log_prob.detach(), log_prob, advantages, mask, "token-sum", config
+    )
+    (grad,) = torch.autograd.grad(loss, log_prob)
+    assert metrics["actor/cov/candidate_frac"] == 1.0
+    return grad == 0
+
+
+def test_same_seed_same_tokens_other_seed_other_tokens():
+    first = _clip_cov_cut(seed=5)
+    generator_for.cache_clear()
+    again = _clip_cov_cut(seed=5)
+    generator_for.cache_clear()
+    other = _clip_cov_cut(seed=6)
+    assert first.sum() > 0
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+
+
+@pytest.mark.parametrize("length, ratio", [(2000, 2e-4), (400, 2e-3), (20_000, 2e-4)])
+def test_mean_selected_share_matches_ratio_over_seeds(length, ratio):
+    """Over many seeds the share cut by Clip-Cov and penalised by KL-Cov averages to the ratio."""
+    g = torch.Generator().manual_seed(0)
+    log_prob = -torch.rand(1, length, generator=g) * 4
+    advantages = torch.randn(1, length, generator=g)
+    mask = torch.ones(1, length, dtype=torch.bool)
+    shares = {"verl_cov.kl_cov": [], "verl_cov.clip_cov": []}
+    for seed in range(300):
+        for mode, share in shares.items():
+            # lb below every Cov so every token is a Clip-Cov candidate.
+            config = actor_config(
+                mode, clip_cov_ratio=ratio, kl_cov_ratio=ratio, clip_cov_lb=-1e9, clip_cov_ub=1e9, seed=seed
+            )
+            _, metrics = get_policy_loss_fn(mode)(log_prob, log_prob, advantages, mask, "token-mean", config)
+            share.append(metrics["actor/cov/selected_frac"])
+    target = ratio * length
+    spread = math.sqrt((target % 1) * (1 - target % 1) / 300) / length
+    for mode, share in shares.items():
+        mean_share = sum(share) / len(share)
+        assert abs(mean_share - ratio) <= 5 * spread + 1e-6 * ratio, (mode, mean_share, ratio)  # float32 metric

@@ -1,0 +1,120 @@
+"""Clip-Cov and KL-Cov policy losses (Cui et al., arXiv 2505.22617, Sec. 4.2), in verl's loss signature.
+
+Both score each valid token by Cov(y_i) = (log π(y_i) − mean log π)(A(y_i) − mean A) and act on a small
+share of the tokens: Clip-Cov cuts the gradient of a random share of those with Cov in [ω_low, ω_high],
+KL-Cov adds β·|log π − log π_old| to the top share by Cov. Arguments are (batch, response_len) tensors;
+the loss is aggregated with verl's ``agg_loss`` and the micro-batch's global-batch info.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from verl_cov.compat import aggregate, masked_mean
+from verl_cov.config import validate
+from verl_cov.covariance import token_covariance
+from verl_cov.metrics import selection_metrics, to_floats
+from verl_cov.selection import generator_for, random_tokens, stochastic_count, top_k_tokens
+
+# verl's vanilla PPO clamps the log-ratio to the same range so that exp() stays finite.
+LOG_RATIO_BOUND = 20.0
+
+
+def _rank() -> int:
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return torch.distributed.get_rank() if distributed else 0
+
+
+def _selection_generator(seed: int, device: torch.device) -> torch.Generator:
+    # Each data-parallel rank draws from its own stream, seed + rank.
+    return generator_for(seed + _rank(), device)
+
+
+def compute_policy_loss_clip_cov(
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    loss_agg_mode: str = "token-mean",
+    config: Any = None,
+    rollout_is_weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clip-Cov, paper Eq. 11:  J(θ) = E_t[ min(r_t A_t, clip(r_t, 1−ε_low, 1+ε_high) A_t) ] for t ∉ I_clip,
+    and 0 for t ∈ I_clip, where I_clip holds r·N tokens drawn uniformly among Cov(y_t) ∈ [ω_low, ω_high].
+
+    As in the authors' code, tokens the ratio clip already cut (no gradient either way) are not
+    candidates, so the budget r·N goes to tokens whose gradient would otherwise flow.
+    """
+    settings = validate(config.policy_loss)
+    mask = response_mask.bool()
+    A = advantages.float()
+    log_ratio = (log_prob.float() - old_log_prob.float()).clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND)
+    ratio = torch.exp(log_ratio)
+    eps_low = config.clip_ratio_low if config.clip_ratio_low is not None else config.clip_ratio
+    eps_high = config.clip_ratio_high if config.clip_ratio_high is not None else config.clip_ratio
+
+    unclipped = -A * ratio
+    clipped = -A * ratio.clamp(1 - eps_low, 1 + eps_high)
+    ratio_clipped = (clipped > unclipped) & mask
+    pg_losses = torch.maximum(unclipped, clipped)
+
+    cov = token_covariance(log_prob, advantages, mask)
+    candidates = mask & ~ratio_clipped & (cov >= settings.clip_cov_lb) & (cov <= settings.clip_cov_ub)
+    generator = _selection_generator(settings.seed, mask.device)
+    count = stochastic_count(settings.clip_cov_ratio, mask, generator)
+    I_clip = random_tokens(candidates, count, settings.clip_cov_ratio, generator)
+    pg_losses = torch.where(I_clip, 0.0, pg_losses)
+
+    if rollout_is_weights is not None:
+        pg_losses = pg_losses * rollout_is_weights
+    pg_loss = aggregate(pg_losses, mask, loss_agg_mode, config.global_batch_info)
+
+    metrics = {
+        "actor/pg_clipfrac": masked_mean(ratio_clipped.float(), mask),
+        "actor/ppo_kl": masked_mean(-log_ratio, mask),
+        **selection_metrics(cov, log_prob, advantages, mask, I_clip),
+        "actor/cov/candidate_frac": masked_mean(candidates.float(), mask),
+    }
+    return pg_loss, to_floats(metrics)
+
+
+def compute_policy_loss_kl_cov(
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    loss_agg_mode: str = "token-mean",
+    config: Any = None,
+    rollout_is_weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """KL-Cov, paper Eq. 12:  J(θ) = E_t[ r_t A_t ] for t ∉ I_KL and E_t[ r_t A_t − β·D_KL(π_old(y_t) ‖ π(y_t)) ]
+    for t ∈ I_KL, where I_KL holds the top k·N tokens by Cov(y_t) and D_KL = |log π(y_t) − log π_old(y_t)|.
+
+    There is no ratio clip. On a fully on-policy update (log π = log π_old) the KL term and its
+    gradient are zero; it acts from the second mini-batch or PPO epoch of a rollout batch on.
+    """
+    settings = validate(config.policy_loss)
+    mask = response_mask.bool()
+    A = advantages.float()
+    log_ratio = log_prob.float() - old_log_prob.float()
+    ratio = torch.exp(log_ratio.clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND))
+    D_KL = log_ratio.abs()
+
+    cov = token_covariance(log_prob, advantages, mask)
+    generator = _selection_generator(settings.seed, mask.device)
+    count = stochastic_count(settings.kl_cov_ratio, mask, generator)
+    I_KL = top_k_tokens(cov, mask, count, settings.kl_cov_ratio)
+    pg_losses = -A * ratio + torch.where(I_KL, settings.ppo_kl_coef * D_KL, 0.0)
+
+    if rollout_is_weights is not None:
+        pg_losses = pg_losses * rollout_is_weights
+    pg_loss = aggregate(pg_losses, mask, loss_agg_mode, config.global_batch_info)
+
+    metrics = {
+        "actor/ppo_kl": masked_mean(-log_ratio.clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND), mask),
+        **selection_metrics(cov, log_prob, advantages, mask, I_KL),
+        "actor/cov/selected_kl_mean": masked_mean(D_KL.detach(), I_KL),
+    }
+    return pg_loss, to_floats(metrics)
