@@ -9,10 +9,9 @@ from collections.abc import Callable
 
 import torch
 from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, agg_loss
-from verl.utils.torch_functional import masked_mean
 from verl.workers.config import PolicyLossConfig
 
-__all__ = ["PolicyLossConfig", "aggregate", "masked_mean", "register_once"]
+__all__ = ["PolicyLossConfig", "aggregate", "register_once"]
 
 
 def register_once(name: str, loss_fn: Callable) -> None:

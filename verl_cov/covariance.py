@@ -10,9 +10,8 @@ from __future__ import annotations
 import torch
 
 
-def masked_token_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` over ``mask``; 0 (not NaN) when no token is valid. Returns a 0-d tensor."""
-    n_valid = mask.sum()
+def masked_token_mean(values: torch.Tensor, mask: torch.Tensor, n_valid: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over ``mask`` holding ``n_valid`` tokens; 0 (not NaN) when there are none."""
     return torch.where(mask, values, 0).sum() / n_valid.clamp(min=1)
 
 
@@ -30,6 +29,7 @@ def token_covariance(log_prob: torch.Tensor, advantages: torch.Tensor, mask: tor
     """
     log_pi = log_prob.detach().float()
     adv = advantages.detach().float()
-    centred_log_pi = log_pi - masked_token_mean(log_pi, mask)
-    centred_adv = adv - masked_token_mean(adv, mask)
+    n_valid = mask.sum()
+    centred_log_pi = log_pi - masked_token_mean(log_pi, mask, n_valid)
+    centred_adv = adv - masked_token_mean(adv, mask, n_valid)
     return torch.where(mask, centred_log_pi * centred_adv, 0)

@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-from verl_cov.compat import aggregate, masked_mean
+from verl_cov.compat import aggregate
 from verl_cov.config import validate
 from verl_cov.covariance import token_covariance
-from verl_cov.metrics import selection_metrics, to_floats
+from verl_cov.metrics import mean_over, selection_metrics, to_floats
 from verl_cov.selection import generator_for, random_tokens, stochastic_count, top_k_tokens
 
 # verl's vanilla PPO clamps the log-ratio to the same range so that exp() stays finite.
@@ -71,11 +71,12 @@ def compute_policy_loss_clip_cov(
         pg_losses = pg_losses * rollout_is_weights
     pg_loss = aggregate(pg_losses, mask, loss_agg_mode, config.global_batch_info)
 
+    n_valid = mask.sum().clamp(min=1)
     metrics = {
-        "actor/pg_clipfrac": masked_mean(ratio_clipped.float(), mask),
-        "actor/ppo_kl": masked_mean(-log_ratio, mask),
+        "actor/pg_clipfrac": ratio_clipped.sum() / n_valid,
+        "actor/ppo_kl": mean_over(-log_ratio, mask, n_valid),
         **selection_metrics(cov, log_prob, advantages, mask, I_clip),
-        "actor/cov/candidate_frac": masked_mean(candidates.float(), mask),
+        "actor/cov/candidate_frac": candidates.sum() / n_valid,
     }
     return pg_loss, to_floats(metrics)
 
@@ -113,8 +114,8 @@ def compute_policy_loss_kl_cov(
     pg_loss = aggregate(pg_losses, mask, loss_agg_mode, config.global_batch_info)
 
     metrics = {
-        "actor/ppo_kl": masked_mean(-log_ratio.clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND), mask),
+        "actor/ppo_kl": mean_over(-log_ratio.clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND), mask, mask.sum()),
         **selection_metrics(cov, log_prob, advantages, mask, I_KL),
-        "actor/cov/selected_kl_mean": masked_mean(D_KL.detach(), I_KL),
+        "actor/cov/selected_kl_mean": mean_over(D_KL.detach(), I_KL, I_KL.sum()),
     }
     return pg_loss, to_floats(metrics)

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 import torch
 
-from verl_cov.compat import masked_mean
+
+def mean_over(values: torch.Tensor, where: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """Sum of ``values`` over the bool mask ``where``, divided by ``count`` (0 when ``count`` is 0)."""
+    return torch.where(where, values, 0).sum() / count.clamp(min=1)
+
+
+def masked_max(values: torch.Tensor, where: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """Max of ``values`` over ``where``; 0 when ``count`` (the number of True) is 0."""
+    if values.numel() == 0:
+        return values.new_zeros(())
+    return torch.where(count > 0, torch.where(where, values, -torch.inf).amax(), 0.0)
 
 
 def selection_metrics(
@@ -27,13 +37,13 @@ def selection_metrics(
         mask: (batch, response_len) bool valid tokens.
         selected: (batch, response_len) bool tokens the method acted on (I_clip or I_KL).
     """
-    has_tokens = mask.any()
+    n_valid, n_selected = mask.sum(), selected.sum()
     return {
-        "actor/cov/mean": masked_mean(cov, mask),
-        "actor/cov/max": torch.where(has_tokens, torch.where(mask, cov, -torch.inf).amax(), 0.0),
-        "actor/cov/selected_frac": masked_mean(selected.float(), mask),
-        "actor/cov/selected_adv_mean": masked_mean(advantages.detach().float(), selected),
-        "actor/cov/selected_logp_mean": masked_mean(log_prob.detach().float(), selected),
+        "actor/cov/mean": cov.sum() / n_valid.clamp(min=1),
+        "actor/cov/max": masked_max(cov, mask, n_valid),
+        "actor/cov/selected_frac": n_selected / n_valid.clamp(min=1),
+        "actor/cov/selected_adv_mean": mean_over(advantages.detach(), selected, n_selected),
+        "actor/cov/selected_logp_mean": mean_over(log_prob.detach(), selected, n_selected),
     }
 
 

@@ -1,0 +1,116 @@
+"""Time verl-cov's losses against verl's vanilla and built-in clip_cov / kl_cov on the same tensors.
+
+Prints one JSON line per (device, mode, size): milliseconds per forward+backward of the loss, the ratio
+to verl's vanilla and to verl's built-in version of the same method, and on CUDA the peak memory the
+call adds (bytes per token: O(tokens), never tokens x vocab).
+
+    python scripts/bench_loss.py [--sizes 8x1024,32x8192] [--repeat 10] [--device cpu|cuda|all]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+from verl.trainer.ppo.core_algos import get_policy_loss_fn
+from verl.workers.config import FSDPActorConfig, PolicyLossConfig
+
+import verl_cov  # noqa: F401  registers the modes
+from verl_cov.config import CovPolicyLossConfig
+
+# (mode, verl built-in counterpart)
+MODES = [
+    ("vanilla", None),
+    ("clip_cov", None),
+    ("kl_cov", None),
+    ("verl_cov.clip_cov", "clip_cov"),
+    ("verl_cov.kl_cov", "kl_cov"),
+]
+SETTINGS = dict(clip_cov_ratio=2e-4, clip_cov_lb=1.0, clip_cov_ub=5.0, kl_cov_ratio=2e-3, ppo_kl_coef=1.0)
+
+
+def actor_config(mode: str) -> FSDPActorConfig:
+    loss_config = CovPolicyLossConfig if mode.startswith("verl_cov.") else PolicyLossConfig
+    return FSDPActorConfig(
+        strategy="fsdp",
+        rollout_n=8,
+        ppo_micro_batch_size_per_gpu=1,
+        policy_loss=loss_config(loss_mode=mode, **SETTINGS),
+    )
+
+
+def make_inputs(batch: int, length: int, device: torch.device):
+    g = torch.Generator(device=device).manual_seed(0)
+    log_prob = -torch.rand(batch, length, generator=g, device=device) * 3
+    old_log_prob = log_prob + 0.05 * torch.randn(batch, length, generator=g, device=device)
+    advantages = torch.randn(batch, 1, generator=g, device=device).expand(batch, length).contiguous()
+    lengths = torch.randint(length // 4, length + 1, (batch, 1), generator=g, device=device)
+    mask = torch.arange(length, device=device) < lengths
+    return old_log_prob, log_prob, advantages, mask
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_mode(mode: str, inputs, device: torch.device, repeat: int) -> tuple[float, int | None]:
+    old_log_prob, log_prob, advantages, mask = inputs
+    loss_fn, config = get_policy_loss_fn(mode), actor_config(mode)
+
+    def step():
+        leaf = log_prob.detach().requires_grad_()
+        loss, _ = loss_fn(old_log_prob, leaf, advantages, mask, "token-mean", config)
+        loss.backward()
+
+    for _ in range(2):
+        step()
+    peak = None
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step()
+        peak = torch.cuda.max_memory_allocated() - base
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(repeat):
+        step()
+    sync(device)
+    return (time.perf_counter() - start) / repeat * 1e3, peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="8x1024,8x8192,32x2048,32x8192", help="comma-separated BATCHxLENGTH")
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
+    args = parser.parse_args()
+    devices = [torch.device("cpu")] if args.device != "cuda" else []
+    if args.device != "cpu" and torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+    for device in devices:
+        for size in args.sizes.split(","):
+            batch, length = (int(x) for x in size.lower().split("x"))
+            inputs = make_inputs(batch, length, device)
+            times = {}
+            for mode, builtin in MODES:
+                ms, peak = time_mode(mode, inputs, device, args.repeat)
+                times[mode] = ms
+                record = {
+                    "device": device.type,
+                    "mode": mode,
+                    "batch": batch,
+                    "length": length,
+                    "tokens": batch * length,
+                    "ms": round(ms, 3),
+                    "vs_vanilla": round(ms / times["vanilla"], 3),
+                    "vs_verl_builtin": round(ms / times[builtin], 3) if builtin else None,
+                    "peak_bytes_per_token": round(peak / (batch * length), 1) if peak is not None else None,
+                }
+                print(json.dumps(record), flush=True)
+
+
+if __name__ == "__main__":
+    main()
