@@ -23,6 +23,7 @@ from verl_cov.config import CovPolicyLossConfig
 # (mode, verl built-in counterpart)
 MODES = [
     ("vanilla", None),
+    ("verl_cov.vanilla", "vanilla"),
     ("clip_cov", None),
     ("kl_cov", None),
     ("verl_cov.clip_cov", "clip_cov"),

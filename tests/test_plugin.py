@@ -10,9 +10,10 @@ from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
 import verl_cov
 from verl_cov.compat import register_once
 
-OUR_MODES = ["verl_cov.clip_cov", "verl_cov.kl_cov"]
+OUR_MODES = ["verl_cov.clip_cov", "verl_cov.kl_cov", "verl_cov.vanilla"]
 LIST_OUR_MODES = (
-    "from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY as R; print(sorted(k for k in R if 'cov' in k))"
+    "from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY as R; "
+    "print(sorted(k for k in R if 'cov' in k or k == 'vanilla'))"
 )
 
 
@@ -30,7 +31,7 @@ def run_python(code: str, **env) -> subprocess.CompletedProcess:
 def test_plain_import_verl_registers_both_modes():
     result = run_python("import verl; " + LIST_OUR_MODES)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == str(sorted(["clip_cov", "kl_cov", *OUR_MODES]))
+    assert result.stdout.strip() == str(sorted(["clip_cov", "kl_cov", "vanilla", *OUR_MODES]))
 
 
 def test_external_lib_fallback_registers_when_entry_points_are_off():

@@ -1,6 +1,7 @@
 """verl-cov: Clip-Cov and KL-Cov policy losses and entropy-mechanism metrics for verl, as a plugin.
 
-Importing the package registers the modes ``verl_cov.clip_cov`` and ``verl_cov.kl_cov`` with verl.
+Importing the package registers the modes ``verl_cov.clip_cov``, ``verl_cov.kl_cov`` and ``verl_cov.vanilla``
+with verl.
 """
 
 from verl_cov.plugin import register

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, agg_loss
+from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, agg_loss, get_policy_loss_fn
 from verl.workers.config import PolicyLossConfig
 
-__all__ = ["PolicyLossConfig", "aggregate", "register_once"]
+__all__ = ["PolicyLossConfig", "aggregate", "register_once", "vanilla_policy_loss"]
 
 
 def register_once(name: str, loss_fn: Callable) -> None:
@@ -23,6 +23,11 @@ def register_once(name: str, loss_fn: Callable) -> None:
     registered = POLICY_LOSS_REGISTRY.setdefault(name, loss_fn)
     if (registered.__module__, registered.__qualname__) != (loss_fn.__module__, loss_fn.__qualname__):
         raise RuntimeError(f"verl-cov: policy loss {name!r} is already registered by {registered.__module__}")
+
+
+def vanilla_policy_loss() -> Callable:
+    """verl's own registered ``vanilla`` PPO policy loss."""
+    return get_policy_loss_fn("vanilla")
 
 
 def aggregate(loss_mat: torch.Tensor, mask: torch.Tensor, loss_agg_mode: str, global_batch_info: dict) -> torch.Tensor:

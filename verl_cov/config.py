@@ -16,7 +16,8 @@ from verl_cov.compat import PolicyLossConfig
 KEY_PREFIX = "actor_rollout_ref.actor.policy_loss"
 CLIP_COV = "verl_cov.clip_cov"
 KL_COV = "verl_cov.kl_cov"
-MODES = (CLIP_COV, KL_COV)
+VANILLA = "verl_cov.vanilla"
+MODES = (CLIP_COV, KL_COV, VANILLA)
 
 
 class CovSettings(NamedTuple):

@@ -7,29 +7,39 @@ over the valid (unmasked) response tokens of a batch. Pure torch; no verl import
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 
-def masked_token_mean(values: torch.Tensor, mask: torch.Tensor, n_valid: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` over ``mask`` holding ``n_valid`` tokens; 0 (not NaN) when there are none."""
-    return torch.where(mask, values, 0).sum() / n_valid.clamp(min=1)
+class TokenCovariance(NamedTuple):
+    """Per-token covariance terms of a (batch, response_len) micro-batch, float32, 0 at masked positions.
+
+    Attributes:
+        cov: Cov(y_i); its mean over valid tokens is the batch covariance Cov(log π, A).
+        centred_log_prob: log π(y_i) − mean_j log π(y_j), detached.
+        n_valid: 0-d count of valid tokens.
+    """
+
+    cov: torch.Tensor
+    centred_log_prob: torch.Tensor
+    n_valid: torch.Tensor
 
 
-def token_covariance(log_prob: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per-token covariance term Cov(y_i), in float32, 0 at masked positions.
+def centred(values: torch.Tensor, mask: torch.Tensor, n_valid: torch.Tensor) -> torch.Tensor:
+    """``values`` minus their mean over ``mask`` (``n_valid`` tokens), in float32, 0 at masked positions."""
+    masked = torch.where(mask, values.detach().float(), 0)
+    return torch.where(mask, masked - masked.sum() / n_valid.clamp(min=1), 0)
+
+
+def token_covariance(log_prob: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> TokenCovariance:
+    """Cov(y_i) for every token. The log-probability is detached: the statistic carries no gradient.
 
     Args:
-        log_prob: (batch, response_len) log π(y_i); detached here, the statistic carries no gradient.
+        log_prob: (batch, response_len) log π(y_i).
         advantages: (batch, response_len) A(y_i).
         mask: (batch, response_len) bool, True for valid response tokens.
-
-    Returns:
-        (batch, response_len) float32 tensor. Its mean over valid tokens is the covariance
-        Cov(log π, A) of the batch (natural-policy-gradient form, paper Eq. for dH).
     """
-    log_pi = log_prob.detach().float()
-    adv = advantages.detach().float()
     n_valid = mask.sum()
-    centred_log_pi = log_pi - masked_token_mean(log_pi, mask, n_valid)
-    centred_adv = adv - masked_token_mean(adv, mask, n_valid)
-    return torch.where(mask, centred_log_pi * centred_adv, 0)
+    centred_log_prob = centred(log_prob, mask, n_valid)
+    return TokenCovariance(centred_log_prob * centred(advantages, mask, n_valid), centred_log_prob, n_valid)

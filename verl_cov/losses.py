@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-from verl_cov.compat import aggregate
+from verl_cov.compat import aggregate, vanilla_policy_loss
 from verl_cov.config import validate
 from verl_cov.covariance import token_covariance
-from verl_cov.metrics import mean_over, selection_metrics, to_floats
+from verl_cov.metrics import mean_over, mechanism_metrics, selection_metrics, to_floats
 from verl_cov.selection import generator_for, random_tokens, stochastic_count, top_k_tokens
 
 # verl's vanilla PPO clamps the log-ratio to the same range so that exp() stays finite.
@@ -60,7 +60,8 @@ def compute_policy_loss_clip_cov(
     ratio_clipped = (clipped > unclipped) & mask
     pg_losses = torch.maximum(unclipped, clipped)
 
-    cov = token_covariance(log_prob, advantages, mask)
+    covariance = token_covariance(log_prob, advantages, mask)
+    cov = covariance.cov
     candidates = mask & ~ratio_clipped & (cov >= settings.clip_cov_lb) & (cov <= settings.clip_cov_ub)
     generator = _selection_generator(settings.seed, mask.device)
     count = stochastic_count(settings.clip_cov_ratio, mask, generator)
@@ -75,7 +76,8 @@ def compute_policy_loss_clip_cov(
     metrics = {
         "actor/pg_clipfrac": ratio_clipped.sum() / n_valid,
         "actor/ppo_kl": mean_over(-log_ratio, mask, n_valid),
-        **selection_metrics(cov, log_prob, advantages, mask, I_clip),
+        **mechanism_metrics(log_prob, old_log_prob, advantages, mask, covariance),
+        **selection_metrics(log_prob, advantages, mask, I_clip),
         "actor/cov/candidate_frac": candidates.sum() / n_valid,
     }
     return pg_loss, to_floats(metrics)
@@ -103,10 +105,10 @@ def compute_policy_loss_kl_cov(
     ratio = torch.exp(log_ratio.clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND))
     D_KL = log_ratio.abs()
 
-    cov = token_covariance(log_prob, advantages, mask)
+    covariance = token_covariance(log_prob, advantages, mask)
     generator = _selection_generator(settings.seed, mask.device)
     count = stochastic_count(settings.kl_cov_ratio, mask, generator)
-    I_KL = top_k_tokens(cov, mask, count, settings.kl_cov_ratio)
+    I_KL = top_k_tokens(covariance.cov, mask, count, settings.kl_cov_ratio)
     pg_losses = -A * ratio + torch.where(I_KL, settings.ppo_kl_coef * D_KL, 0.0)
 
     if rollout_is_weights is not None:
@@ -115,7 +117,28 @@ def compute_policy_loss_kl_cov(
 
     metrics = {
         "actor/ppo_kl": mean_over(-log_ratio.clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND), mask, mask.sum()),
-        **selection_metrics(cov, log_prob, advantages, mask, I_KL),
+        **mechanism_metrics(log_prob, old_log_prob, advantages, mask, covariance),
+        **selection_metrics(log_prob, advantages, mask, I_KL),
         "actor/cov/selected_kl_mean": mean_over(D_KL.detach(), I_KL, I_KL.sum()),
     }
     return pg_loss, to_floats(metrics)
+
+
+def compute_policy_loss_vanilla_with_cov_metrics(
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    loss_agg_mode: str = "token-mean",
+    config: Any = None,
+    rollout_is_weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """verl's own ``vanilla`` PPO objective, untouched, plus the ``actor/cov/`` mechanism metrics,
+    so a GRPO/PPO baseline run logs the same entropy-mechanism statistics as Clip-Cov and KL-Cov."""
+    pg_loss, pg_metrics = vanilla_policy_loss()(
+        old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights
+    )
+    mask = response_mask.bool()
+    covariance = token_covariance(log_prob, advantages, mask)
+    metrics = mechanism_metrics(log_prob, old_log_prob, advantages, mask, covariance)
+    return pg_loss, {**pg_metrics, **to_floats(metrics)}

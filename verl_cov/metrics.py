@@ -1,13 +1,21 @@
-"""The ``actor/cov/...`` metrics a verl-cov loss returns: what was selected and why.
+"""The ``actor/cov/...`` metrics: the entropy mechanism of a micro-batch, and what a method selected.
 
-verl averages a loss's metrics over micro-batches and data-parallel ranks, then reduces them over
-mini-batches by key name (``max``/``min`` in the name -> max/min, else mean). Every call returns the
-same keys, each a finite float, with a single device-to-host transfer.
+Entropy change under a policy-gradient step follows the covariance between a token's log-probability
+and its advantage (paper-notes, "The mechanism"): dH ≈ −η·Cov(log π, π·A) for vanilla PG and
+dH ≈ −η·Cov(log π, A) for natural PG. verl averages a loss's metrics over micro-batches and
+data-parallel ranks, then reduces them over mini-batches by key name (``max``/``min`` in the name
+-> max/min, else mean). Every call returns the same keys, each finite, in one device-to-host copy.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+from verl_cov.covariance import TokenCovariance
+
+UPPER_QUANTILE = 0.999  # near the share Clip-Cov and KL-Cov act on (k, r = 2e-4 .. 2e-3)
 
 
 def mean_over(values: torch.Tensor, where: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
@@ -15,35 +23,60 @@ def mean_over(values: torch.Tensor, where: torch.Tensor, count: torch.Tensor) ->
     return torch.where(where, values, 0).sum() / count.clamp(min=1)
 
 
-def masked_max(values: torch.Tensor, where: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
-    """Max of ``values`` over ``where``; 0 when ``count`` (the number of True) is 0."""
+def upper_tail(
+    values: torch.Tensor, where: torch.Tensor, count: torch.Tensor, q: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest-rank q-quantile (the ceil(q·N)-th smallest) and the max of ``values`` over ``where``.
+
+    For q close to 1: one ``topk`` over a bound computed from the shape, so no sort of all tokens and
+    no host sync. Both are 0 when ``count`` (the number of True in ``where``) is 0.
+    """
     if values.numel() == 0:
-        return values.new_zeros(())
-    return torch.where(count > 0, torch.where(where, values, -torch.inf).amax(), 0.0)
+        return values.new_zeros(()), values.new_zeros(())
+    bound = min(values.numel(), math.floor((1 - q) * values.numel()) + 1)
+    largest, _ = torch.where(where, values, -torch.inf).flatten().topk(bound)
+    rank_from_top = (count - torch.ceil(q * count.double()).long()).clamp(0, bound - 1)
+    has_values = count > 0
+    return torch.where(has_values, largest[rank_from_top], 0.0), torch.where(has_values, largest[0], 0.0)
+
+
+def mechanism_metrics(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    covariance: TokenCovariance,
+) -> dict[str, torch.Tensor]:
+    """The entropy-mechanism statistics of one micro-batch, as 0-d tensors.
+
+    Args:
+        log_prob, old_log_prob, advantages: (batch, response_len) log π, log π_old and A.
+        mask: (batch, response_len) bool valid tokens.
+        covariance: ``token_covariance(log_prob, advantages, mask)``.
+    """
+    cov, centred_log_prob, n_valid = covariance
+    n = n_valid.clamp(min=1)
+    # Cov(x, z) = mean((x − mean x)·z): centring one factor is enough, z = π·A.
+    pi_times_A = torch.exp(log_prob.detach().float()) * advantages.float()
+    quantile, maximum = upper_tail(cov, mask, n_valid, UPPER_QUANTILE)
+    return {
+        "actor/cov/mean": cov.sum() / n,
+        "actor/cov/pg_mean": (centred_log_prob * pi_times_A).sum() / n,
+        "actor/cov/p999": quantile,
+        "actor/cov/max": maximum,
+        "actor/cov/entropy_estimate": mean_over(-old_log_prob.float(), mask, n_valid),
+    }
 
 
 def selection_metrics(
-    cov: torch.Tensor,
-    log_prob: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    selected: torch.Tensor,
+    log_prob: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, selected: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    """Covariance and selected-set statistics of one micro-batch, as 0-d tensors.
-
-    Args:
-        cov: (batch, response_len) token covariance, 0 at masked positions.
-        log_prob, advantages: (batch, response_len) log π and A.
-        mask: (batch, response_len) bool valid tokens.
-        selected: (batch, response_len) bool tokens the method acted on (I_clip or I_KL).
-    """
-    n_valid, n_selected = mask.sum(), selected.sum()
+    """What a covariance method acted on: ``selected`` is its (batch, response_len) bool I_clip or I_KL."""
+    n_selected = selected.sum()
     return {
-        "actor/cov/mean": cov.sum() / n_valid.clamp(min=1),
-        "actor/cov/max": masked_max(cov, mask, n_valid),
-        "actor/cov/selected_frac": n_selected / n_valid.clamp(min=1),
-        "actor/cov/selected_adv_mean": mean_over(advantages.detach(), selected, n_selected),
-        "actor/cov/selected_logp_mean": mean_over(log_prob.detach(), selected, n_selected),
+        "actor/cov/selected_frac": n_selected / mask.sum().clamp(min=1),
+        "actor/cov/selected_adv_mean": mean_over(advantages.detach().float(), selected, n_selected),
+        "actor/cov/selected_logp_mean": mean_over(log_prob.detach().float(), selected, n_selected),
     }
 
 

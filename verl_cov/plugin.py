@@ -13,14 +13,15 @@ logger = logging.getLogger("verl_cov")
 
 
 def register() -> None:
-    """Add ``verl_cov.clip_cov`` and ``verl_cov.kl_cov`` to verl's registry (idempotent)."""
+    """Add ``verl_cov.clip_cov``, ``verl_cov.kl_cov`` and ``verl_cov.vanilla`` to verl's registry (idempotent)."""
     try:
+        from verl_cov import losses
         from verl_cov.compat import register_once
-        from verl_cov.config import CLIP_COV, KL_COV
-        from verl_cov.losses import compute_policy_loss_clip_cov, compute_policy_loss_kl_cov
+        from verl_cov.config import CLIP_COV, KL_COV, VANILLA
 
-        register_once(CLIP_COV, compute_policy_loss_clip_cov)
-        register_once(KL_COV, compute_policy_loss_kl_cov)
+        register_once(CLIP_COV, losses.compute_policy_loss_clip_cov)
+        register_once(KL_COV, losses.compute_policy_loss_kl_cov)
+        register_once(VANILLA, losses.compute_policy_loss_vanilla_with_cov_metrics)
     except Exception:
         logger.warning("verl-cov: could not register its policy-loss modes with verl", exc_info=True)
         raise
