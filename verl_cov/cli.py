@@ -1,0 +1,113 @@
+"""``verl-cov``: fit the entropy–performance law to a verl run's log, compare runs, run the CPU demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from verl_cov.law import LawFit, fit_run
+from verl_cov.logs import LogError, RunLog, read_log
+
+
+def _print_fit(run: RunLog, fit: LawFit) -> None:
+    print(f"run:         {run.name}")
+    print(f"entropy key: {fit.entropy_key}")
+    print(f"perf key:    {fit.perf_key}")
+    print(f"fit:         R = -{fit.a:.6g} * exp(H) + {fit.b:.6g}   over {fit.n_points} points")
+    print(f"R^2:         {fit.r2:.4f}   RMSE {fit.rmse:.4g}")
+    print(f"ceiling:     {fit.ceiling:.6g}   (predicted R once entropy is spent, H = 0)")
+    if fit.fit_until is not None:
+        print(f"held out:    {fit.heldout_n} points after step {fit.fit_until}, prediction RMSE {fit.heldout_rmse:.4g}")
+
+
+def command_fit(args: argparse.Namespace) -> None:
+    run = read_log(args.log)
+    if args.list_keys:
+        for key in run.keys():
+            print(f"{key}\t{len(run.series[key])} points")
+        return
+    fit = fit_run(run, args.entropy_key, args.perf_key, args.fit_until)
+    if args.plot:
+        from verl_cov.plots import plot_fit
+
+        plot_fit(run, fit, args.plot)
+    if args.json:
+        print(json.dumps(fit.as_dict()))
+    else:
+        _print_fit(run, fit)
+        if args.plot:
+            print(f"plot:        {args.plot}")
+
+
+def command_compare(args: argparse.Namespace) -> None:
+    runs = [read_log(path) for path in args.logs]
+    rows, fits, entropy_keys = [], [], []
+    for run in runs:
+        entropy_key = args.entropy_key or run.default_entropy_key()
+        _, H = run.get(entropy_key)
+        row = {"run": run.name, "entropy_key": entropy_key, "final_entropy": float(H[-1])}
+        try:
+            fit = fit_run(run, entropy_key, args.perf_key)
+            _, R = run.get(fit.perf_key)
+            row.update(final_perf=float(R[-1]), **{k: getattr(fit, k) for k in ("a", "b", "r2", "ceiling", "n_points")})
+        except LogError as error:
+            fit = None
+            row["fit_error"] = str(error)
+        rows.append(row)
+        fits.append(fit)
+        entropy_keys.append(entropy_key)
+    if args.plot:
+        from verl_cov.plots import plot_compare
+
+        plot_compare(runs, fits, entropy_keys, args.plot)
+    if args.json:
+        print(json.dumps(rows))
+        return
+    columns = ["run", "final_entropy", "final_perf", "a", "b", "r2", "ceiling", "n_points"]
+    print("  ".join(f"{c:>14}" for c in columns))
+    for row in rows:
+        cells = [row.get(c, "-") for c in columns]
+        print("  ".join(f"{c:>14.4g}" if isinstance(c, float) else f"{c!s:>14}" for c in cells))
+        if "fit_error" in row:
+            print(f"{'':>14}  no fit: {row['fit_error']}")
+    if args.plot:
+        print(f"plot: {args.plot}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="verl-cov", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    fit = commands.add_parser("fit", help="fit R = -a*exp(H) + b to one run's log")
+    fit.add_argument("log", help="verl file-logger .jsonl, W&B CSV export, or TensorBoard event file/folder")
+    fit.add_argument("--entropy-key", help="default: actor/entropy, else actor/cov/entropy_estimate")
+    fit.add_argument("--perf-key", help="default: the first val-core/.../acc/... key")
+    fit.add_argument("--fit-until", type=int, metavar="STEP", help="fit steps <= STEP only; score the rest")
+    fit.add_argument("--plot", metavar="OUT.png", help="write the figure here")
+    fit.add_argument("--json", action="store_true", help="print one JSON object")
+    fit.add_argument("--list-keys", action="store_true", help="list the log's metric keys and exit")
+    fit.set_defaults(handler=command_fit)
+
+    compare = commands.add_parser("compare", help="entropy, performance and fitted ceiling of several runs")
+    compare.add_argument("logs", nargs="+")
+    compare.add_argument("--entropy-key")
+    compare.add_argument("--perf-key")
+    compare.add_argument("--plot", metavar="OUT.png")
+    compare.add_argument("--json", action="store_true")
+    compare.set_defaults(handler=command_compare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except LogError as error:
+        print(f"verl-cov: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
