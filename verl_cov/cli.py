@@ -75,6 +75,29 @@ def command_compare(args: argparse.Namespace) -> None:
         print(f"plot: {args.plot}")
 
 
+def command_demo(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from verl_cov.demo.modes import MODE_NAMES
+    from verl_cov.demo.rl import RunConfig
+    from verl_cov.demo.study import format_table, run_study
+
+    modes = tuple(args.modes.split(","))
+    unknown = [m for m in modes if m not in MODE_NAMES]
+    if unknown:
+        raise LogError(f"unknown --modes {', '.join(unknown)}; choose from {', '.join(MODE_NAMES)}")
+    if args.steps < 1:
+        raise LogError(f"--steps={args.steps} is out of range: must be >= 1")
+    config = RunConfig(steps=args.steps, seed=args.seed, eval_every=max(1, min(RunConfig.eval_every, args.steps)))
+    out = Path(args.out)
+    summary = run_study(out, config, modes, progress=not args.no_progress)
+    print(format_table(summary, config.pass_k))
+    if "entropy_vs_grpo" in summary:
+        ratios = ", ".join(f"{m} {r:.2f}x" for m, r in summary["entropy_vs_grpo"].items() if r is not None)
+        print(f"final entropy relative to GRPO: {ratios}")
+    print(f"logs, summary.json and plots in {out}/  (try: verl-cov fit {out}/{modes[0]}.jsonl --plot fit.png)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="verl-cov", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -96,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--plot", metavar="OUT.png")
     compare.add_argument("--json", action="store_true")
     compare.set_defaults(handler=command_compare)
+
+    demo = commands.add_parser("demo", help="CPU study: GRPO vs Clip-Cov vs KL-Cov on a toy task, a few minutes")
+    demo.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--steps", type=int, default=300, help="RL steps per mode (default 300)")
+    demo.add_argument("--modes", default="grpo,clip_cov,kl_cov", help="comma-separated subset of the three")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    demo.set_defaults(handler=command_demo)
     return parser
 
 

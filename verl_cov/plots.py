@@ -72,7 +72,7 @@ def plot_fit(run: RunLog, fit: LawFit, out: str | Path) -> Path:
     axes[1].legend(fontsize=8)
     if change:
         _plot_entropy_change(axes[2], *change)
-    return _save(figure, out)
+    return save(figure, out)
 
 
 def plot_compare(runs: list[RunLog], fits: list[LawFit | None], entropy_keys: list[str], out: str | Path) -> Path:
@@ -88,10 +88,10 @@ def plot_compare(runs: list[RunLog], fits: list[LawFit | None], entropy_keys: li
     axes[0].legend(fontsize=8)
     axes[1].set_title("R against H, fitted law and ceiling")
     axes[1].legend(fontsize=7)
-    return _save(figure, out)
+    return save(figure, out)
 
 
-def _save(figure, out: str | Path) -> Path:
+def save(figure, out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()

@@ -1,0 +1,77 @@
+"""The three runs of the study and how the paper's hyper-parameters are scaled to the toy.
+
+Each mode is the Hydra overrides a verl user types, applied to verl's own ``ppo_trainer`` config and
+turned into verl's ``ActorConfig`` by verl's ``omega_conf_to_dataclass`` — the object verl's FSDP actor
+hands to ``ppo_loss``.
+
+Scaling (stated, the same for both methods, nothing tuned per mode): the paper selects a share of the
+tokens of mini-batches of ~10^5–10^6 tokens; a toy mini-batch holds N_mb = 128 tokens (64 responses of
+2 tokens), where the paper's shares (r = 2e-4, k = 2e-3) select nothing on average. Both shares are
+multiplied by one factor, the smallest that makes Clip-Cov act at all: r·N_mb = 1 (one cut token per
+mini-batch in expectation), so r = 1/N_mb and, keeping the paper's 7B ratio k/r = 10, k = 10/N_mb.
+Everything else is the paper's:
+ω = [1, 5], β = 1, clip ratio 1 for Clip-Cov, no ratio clip for KL-Cov, clip 0.2 for the GRPO baseline,
+temperature 1, GRPO advantages, token-mean aggregation, several mini-batches per rollout batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import verl
+from hydra import compose, initialize_config_dir
+from verl.utils.config import omega_conf_to_dataclass
+
+PAPER_CLIP_COV_RATIO = 2e-4
+PAPER_KL_COV_RATIO = 2e-3  # Qwen2.5-7B
+
+
+def token_scale(tokens_per_mini_batch: int) -> float:
+    """The factor on the paper's shares at which Clip-Cov cuts one token per mini-batch in expectation."""
+    return 1.0 / (PAPER_CLIP_COV_RATIO * tokens_per_mini_batch)
+
+
+POLICY_LOSS = "actor_rollout_ref.actor.policy_loss"
+ACTOR = "actor_rollout_ref.actor"
+
+MODE_NAMES = ("grpo", "clip_cov", "kl_cov")
+
+
+def mode_overrides(mode: str, scale: float) -> list[str]:
+    """The command-line overrides of one run; ``scale`` multiplies the paper's token shares."""
+    return {
+        "grpo": [f"{POLICY_LOSS}.loss_mode=verl_cov.vanilla", f"{ACTOR}.clip_ratio=0.2"],
+        "clip_cov": [
+            f"{POLICY_LOSS}.loss_mode=verl_cov.clip_cov",
+            f"{POLICY_LOSS}.clip_cov_ratio={PAPER_CLIP_COV_RATIO * scale}",
+            f"{POLICY_LOSS}.clip_cov_lb=1.0",
+            f"{POLICY_LOSS}.clip_cov_ub=5.0",
+            f"{ACTOR}.clip_ratio_low=1.0",
+            f"{ACTOR}.clip_ratio_high=1.0",
+        ],
+        "kl_cov": [
+            f"{POLICY_LOSS}.loss_mode=verl_cov.kl_cov",
+            f"{POLICY_LOSS}.kl_cov_ratio={PAPER_KL_COV_RATIO * scale}",
+            f"{POLICY_LOSS}.ppo_kl_coef=1.0",
+        ],
+    }[mode]
+
+
+def actor_config(mode: str, seed: int, mini_batch_responses: int, samples_per_prompt: int, response_len: int):
+    """verl's ActorConfig for ``mode``, composed from verl's own config files plus the mode's overrides."""
+    scale = token_scale(mini_batch_responses * response_len)
+    overrides = [
+        f"{POLICY_LOSS}._target_=verl_cov.config.CovPolicyLossConfig",
+        f"+{POLICY_LOSS}.seed={seed}",
+        f"{ACTOR}.ppo_mini_batch_size={mini_batch_responses // samples_per_prompt}",
+        f"{ACTOR}.ppo_micro_batch_size_per_gpu={mini_batch_responses}",
+        f"actor_rollout_ref.rollout.n={samples_per_prompt}",
+        f"{ACTOR}.loss_agg_mode=token-mean",
+        f"{ACTOR}.entropy_coeff=0",
+        f"{ACTOR}.use_kl_loss=false",
+        *mode_overrides(mode, scale),
+    ]
+    config_dir = Path(verl.__file__).parent / "trainer" / "config"
+    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+        config = compose(config_name="ppo_trainer", overrides=overrides)
+    return omega_conf_to_dataclass(config.actor_rollout_ref.actor)

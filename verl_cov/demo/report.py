@@ -1,0 +1,36 @@
+"""The study's figures: entropy and held-out accuracy over steps per mode, and R against H with the law."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from verl_cov.demo.rl import PERF_KEY
+from verl_cov.law import fit_run
+from verl_cov.logs import LogError, read_log
+from verl_cov.plots import plot_compare, plt, save
+
+
+def plot_study(out: Path, modes: tuple[str, ...], pass_k: int) -> list[Path]:
+    runs = [read_log(out / f"{mode}.jsonl") for mode in modes]
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for run in runs:
+        steps, entropy = run.get("actor/entropy")
+        color = axes[0].plot(steps, entropy, label=run.name)[0].get_color()
+        for axis, key in ((axes[1], PERF_KEY), (axes[2], f"val-aux/sum/acc/pass@{pass_k}")):
+            eval_steps, values = run.get(key)
+            axis.plot(eval_steps, values, marker="o", ms=3, color=color, label=run.name)
+    axes[0].set(xlabel="step", ylabel="entropy of sampled positions", title="policy entropy")
+    axes[1].set(xlabel="step", ylabel="held-out pass@1", title="held-out pass@1 (temperature 1)")
+    axes[2].set(xlabel="step", ylabel=f"held-out pass@{pass_k}", title=f"held-out pass@{pass_k}")
+    for axis in axes:
+        axis.legend(fontsize=8)
+    curves = save(figure, out / "entropy_accuracy.png")
+
+    fits = []
+    for run in runs:
+        try:
+            fits.append(fit_run(run, "actor/entropy", PERF_KEY))
+        except LogError:
+            fits.append(None)
+    law = plot_compare(runs, fits, ["actor/entropy"] * len(runs), out / "entropy_law.png")
+    return [curves, law]
