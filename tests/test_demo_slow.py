@@ -1,0 +1,43 @@
+"""The default CPU study on three seeds: the effect the demo is meant to show (marked slow, not in CI)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from verl_cov.demo.rl import RunConfig
+from verl_cov.demo.study import run_study
+
+SEEDS = (0, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    results = {seed: run_study(root / f"seed{seed}", RunConfig(seed=seed), progress=False) for seed in SEEDS}
+    print(json.dumps({seed: r["modes"] for seed, r in results.items()}, indent=1))
+    return results
+
+
+def mean(studies, mode, key):
+    return float(np.mean([studies[seed]["modes"][mode][key] for seed in SEEDS]))
+
+
+@pytest.mark.slow
+def test_grpo_entropy_collapses(studies):
+    initial = float(np.log(14))  # a random-init policy is near-uniform over the 14 tokens
+    assert mean(studies, "grpo", "final_entropy") < 0.15 * initial
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["clip_cov", "kl_cov"])
+def test_covariance_methods_keep_more_entropy_without_losing_pass_at_k(studies, mode):
+    assert mean(studies, mode, "final_entropy") > 1.2 * mean(studies, "grpo", "final_entropy")
+    assert mean(studies, mode, "final_pass@8") >= mean(studies, "grpo", "final_pass@8") - 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["grpo", "clip_cov", "kl_cov"])
+def test_the_law_fits(studies, mode):
+    assert mean(studies, mode, "r2") > 0.5
+    assert all(studies[seed]["modes"][mode]["a"] > 0 for seed in SEEDS)  # R falls as H rises
