@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up .venv (CPU torch, verl, verl-cov) and run the CPU study: GRPO vs Clip-Cov vs KL-Cov, ~1 minute.
+# Set up the venv (CPU torch, verl 0.9.1, verl-cov) and run the CPU study: GRPO vs Clip-Cov vs KL-Cov.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="$(bash scripts/setup_venv.sh | tail -n 1)"

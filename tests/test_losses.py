@@ -7,10 +7,10 @@ import torch
 from conftest import actor_config, random_batch
 from paper_reference import aggregate, clip_cov_terms, covariance, kl_cov_terms, ratio_clipped, top_k
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
+from verl_support import AGG_MODES
 
 from verl_cov.selection import generator_for
 
-AGG_MODES = ["token-mean", "token-sum", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]
 clip_cov = get_policy_loss_fn("verl_cov.clip_cov")
 kl_cov = get_policy_loss_fn("verl_cov.kl_cov")
 
@@ -134,13 +134,14 @@ def test_kl_cov_selected_tokens_get_beta_sign_gradient():
     beta = 1.0
     config_on = actor_config("verl_cov.kl_cov", kl_cov_ratio=8 / n_valid, ppo_kl_coef=beta)
     config_off = actor_config("verl_cov.kl_cov", kl_cov_ratio=8 / n_valid, ppo_kl_coef=0.0)
-    extra = grad_of(kl_cov(old, log_prob, adv, mask, "token-sum", config_on)[0], log_prob) - grad_of(
-        kl_cov(old, log_prob, adv, mask, "token-sum", config_off)[0], log_prob
+    extra = grad_of(kl_cov(old, log_prob, adv, mask, "seq-mean-token-sum", config_on)[0], log_prob) - grad_of(
+        kl_cov(old, log_prob, adv, mask, "seq-mean-token-sum", config_off)[0], log_prob
     )
     penalised = top_k(covariance(log_prob.detach(), adv, mask), 8)
     expected = torch.zeros_like(extra)
     for p in penalised:
-        expected[p] = beta * torch.sign(log_prob.detach()[p] - old[p])
+        # seq-mean-token-sum: each sequence's token sum, averaged over the (all non-empty) sequences
+        expected[p] = beta * torch.sign(log_prob.detach()[p] - old[p]) / mask.shape[0]
     torch.testing.assert_close(extra, expected)
 
 
@@ -160,10 +161,10 @@ def test_rollout_is_weights_multiply_each_token():
     for mode in ("verl_cov.clip_cov", "verl_cov.kl_cov"):
         fn = get_policy_loss_fn(mode)
         config = actor_config(mode, kl_cov_ratio=0.05, clip_cov_ratio=0.05, clip_cov_lb=0.1)
-        loss_w, _ = fn(old, log_prob, adv, mask, "token-sum", config, rollout_is_weights=weights)
+        loss_w, _ = fn(old, log_prob, adv, mask, "seq-mean-token-sum", config, rollout_is_weights=weights)
         grad_w = grad_of(loss_w, log_prob)
         generator_for.cache_clear()  # same draw as the weighted call
-        loss, _ = fn(old, log_prob, adv, mask, "token-sum", config)
+        loss, _ = fn(old, log_prob, adv, mask, "seq-mean-token-sum", config)
         torch.testing.assert_close(grad_w, grad_of(loss, log_prob) * weights)
 
 

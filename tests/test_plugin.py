@@ -6,9 +6,10 @@ import sys
 
 import pytest
 from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
+from verl_support import HAS_ENTRY_POINTS
 
 import verl_cov
-from verl_cov.compat import register_once
+from verl_cov.compat import check_version, register_once
 
 OUR_MODES = ["verl_cov.clip_cov", "verl_cov.kl_cov", "verl_cov.vanilla"]
 LIST_OUR_MODES = (
@@ -28,6 +29,11 @@ def run_python(code: str, **env) -> subprocess.CompletedProcess:
     )
 
 
+# What a verl worker does with `actor_rollout_ref.model.external_lib=verl_cov` (every supported verl).
+EXTERNAL_LIB = "from verl.utils.import_utils import import_external_libs; import_external_libs('verl_cov'); "
+
+
+@pytest.mark.skipif(not HAS_ENTRY_POINTS, reason="verl < 0.9 has no verl.plugins entry points")
 def test_plain_import_verl_registers_both_modes():
     result = run_python("import verl; " + LIST_OUR_MODES)
     assert result.returncode == 0, result.stderr
@@ -45,11 +51,47 @@ def test_external_lib_fallback_registers_when_entry_points_are_off():
     assert "verl_cov.kl_cov" in result.stdout
 
 
+def test_our_config_target_registers_the_modes_where_it_is_built():
+    """A worker that builds the actor config from `_target_: verl_cov.config.CovPolicyLossConfig` has the modes."""
+    code = (
+        "import verl; from verl.utils.config import omega_conf_to_dataclass; "
+        "omega_conf_to_dataclass({'_target_': 'verl_cov.config.CovPolicyLossConfig'}); " + LIST_OUR_MODES
+    )
+    result = run_python(code, VERL_USE_EXTERNAL_PLUGINS="none")
+    assert result.returncode == 0, result.stderr
+    assert "verl_cov.clip_cov" in result.stdout
+
+
+@pytest.mark.skipif(not HAS_ENTRY_POINTS, reason="verl < 0.9 has no verl.plugins entry points")
 def test_a_broken_plugin_warns_where_users_can_see_it():
     result = run_python("import sys; sys.modules['verl_cov.losses'] = None; import verl; " + LIST_OUR_MODES)
     assert result.returncode == 0, result.stderr  # verl itself keeps working
     assert "verl-cov: could not register" in result.stderr
     assert "verl_cov.kl_cov" not in result.stdout
+
+
+def test_a_broken_plugin_fails_loudly_through_external_lib():
+    result = run_python("import sys; sys.modules['verl_cov.losses'] = None; import verl; " + EXTERNAL_LIB)
+    assert result.returncode != 0
+    assert "verl-cov: could not register" in result.stderr
+
+
+@pytest.mark.parametrize("installed", ["0.5.0", "0.6.0", "0.4.1", "0.10.0", "1.0.0"])
+def test_unsupported_verl_is_refused_naming_both_versions(installed):
+    with pytest.raises(ImportError, match=rf"supports verl >=0.6.1,<0.10; verl {installed} is installed"):
+        check_version(installed)
+
+
+@pytest.mark.parametrize("installed", ["0.6.1", "0.7.1", "0.8.0", "0.9.1"])
+def test_supported_verl_is_accepted(installed):
+    check_version(installed)
+
+
+def test_importing_with_an_unsupported_verl_fails_at_import():
+    code = "import verl; verl.__version__ = '0.5.0'; import verl_cov"
+    result = run_python(code, VERL_USE_EXTERNAL_PLUGINS="none")
+    assert result.returncode != 0
+    assert "ImportError: verl-cov supports verl >=0.6.1,<0.10; verl 0.5.0 is installed" in result.stderr
 
 
 def test_plugin_import_adds_nothing_beyond_verls_loss_module():
@@ -90,6 +132,10 @@ def test_ray_worker_sees_both_modes():
         def registered_modes():
             import verl  # noqa: F401  what a verl worker process does first
             from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY as registry
+            from verl.utils.import_utils import import_external_libs
+
+            if not HAS_ENTRY_POINTS:  # older verl: the worker imports actor_rollout_ref.model.external_lib
+                import_external_libs("verl_cov")
 
             return sorted(name for name in registry if name.startswith("verl_cov."))
 

@@ -77,7 +77,7 @@ def _clip_cov_cut(seed: int, ratio: float = 0.02, length: int = 512) -> torch.Te
     mask = torch.ones(1, length, dtype=torch.bool)
     config = actor_config("verl_cov.clip_cov", clip_cov_ratio=ratio, seed=seed, clip_ratio=1.0)
     loss, metrics = get_policy_loss_fn("verl_cov.clip_cov")(
-        log_prob.detach(), log_prob, advantages, mask, "token-sum", config
+        log_prob.detach(), log_prob, advantages, mask, "seq-mean-token-sum", config
     )
     (grad,) = torch.autograd.grad(loss, log_prob)
     assert metrics["actor/cov/candidate_frac"] == 1.0

@@ -1,17 +1,44 @@
-"""The one module that touches verl: registry, config base class and aggregation helpers.
+"""The one module that touches verl's API: version check, registry, config base class, aggregation.
 
-Everything version-specific lives here, so a verl upgrade changes this file only.
+Supported: verl 0.6.1 to 0.9.x. Up to 0.7.1 verl's FSDP actor calls the policy loss from
+``workers/actor/dp_actor.py``; from 0.8.0 from ``workers/utils/losses.py::ppo_loss``. Both call it
+with the same signature, so the only differences handled here are ``agg_loss`` (global-batch
+arguments from 0.7) and ``ActorConfig.global_batch_info`` (from 0.7).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
-from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, agg_loss, get_policy_loss_fn
-from verl.workers.config import PolicyLossConfig
+import verl
+from packaging.version import Version
+
+SUPPORTED = ">=0.6.1,<0.10"
+OLDEST, NEWEST_EXCLUDED = Version("0.6.1"), Version("0.10")
+
+
+def check_version(installed: str) -> None:
+    """ImportError naming the installed and supported versions when verl is outside ``SUPPORTED``."""
+    if not OLDEST <= Version(installed) < NEWEST_EXCLUDED:
+        raise ImportError(f"verl-cov supports verl {SUPPORTED}; verl {installed} is installed")
+
+
+check_version(verl.__version__)
+
+try:
+    from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, agg_loss, get_policy_loss_fn
+    from verl.workers.config import PolicyLossConfig
+except ImportError as error:  # the loss contract moved: a verl this module does not know
+    raise ImportError(
+        f"verl-cov supports verl {SUPPORTED}; verl {verl.__version__} lacks the policy-loss API ({error})"
+    ) from error
 
 __all__ = ["PolicyLossConfig", "aggregate", "register_once", "vanilla_policy_loss"]
+
+# verl 0.6 aggregates over the micro-batch only; 0.7+ takes the global-batch normalisers.
+AGG_LOSS_TAKES_GLOBAL_BATCH = "batch_num_tokens" in inspect.signature(agg_loss).parameters
 
 
 def register_once(name: str, loss_fn: Callable) -> None:
@@ -30,14 +57,16 @@ def vanilla_policy_loss() -> Callable:
     return get_policy_loss_fn("vanilla")
 
 
-def aggregate(loss_mat: torch.Tensor, mask: torch.Tensor, loss_agg_mode: str, global_batch_info: dict) -> torch.Tensor:
+def aggregate(loss_mat: torch.Tensor, mask: torch.Tensor, loss_agg_mode: str, config) -> torch.Tensor:
     """verl's ``agg_loss`` with the micro-batch's global-batch info, finite on an all-masked micro-batch.
 
-    Without global-batch info (a single process calling the loss directly) verl divides by the local
-    token or sequence count, which is 0 when every token is masked; that denominator is clamped to 1
-    here, which changes nothing when it is >= 1.
+    Without global-batch info (a single process calling the loss directly, or verl's legacy actor)
+    verl divides by the local token or sequence count, which is 0 when every token is masked; that
+    denominator is clamped to 1 here, which changes nothing when it is >= 1.
     """
-    info = dict(global_batch_info)
+    if not AGG_LOSS_TAKES_GLOBAL_BATCH:
+        return agg_loss(loss_mat=loss_mat, loss_mask=mask, loss_agg_mode=loss_agg_mode)
+    info = dict(getattr(config, "global_batch_info", None) or {})
     if info.get("dp_size", 1) <= 1:
         if info.get("batch_num_tokens") is None:
             info["batch_num_tokens"] = mask.sum().clamp(min=1)

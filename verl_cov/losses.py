@@ -70,7 +70,7 @@ def compute_policy_loss_clip_cov(
 
     if rollout_is_weights is not None:
         pg_losses = pg_losses * rollout_is_weights
-    pg_loss = aggregate(pg_losses, mask, loss_agg_mode, config.global_batch_info)
+    pg_loss = aggregate(pg_losses, mask, loss_agg_mode, config)
 
     n_valid = mask.sum().clamp(min=1)
     metrics = {
@@ -113,7 +113,7 @@ def compute_policy_loss_kl_cov(
 
     if rollout_is_weights is not None:
         pg_losses = pg_losses * rollout_is_weights
-    pg_loss = aggregate(pg_losses, mask, loss_agg_mode, config.global_batch_info)
+    pg_loss = aggregate(pg_losses, mask, loss_agg_mode, config)
 
     metrics = {
         "actor/ppo_kl": mean_over(-log_ratio.clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND), mask, mask.sum()),

@@ -9,6 +9,7 @@ Self-contained (imports only verl's scorer), because verl loads it by file path.
 
 from __future__ import annotations
 
+import math_verify  # noqa: F401  fail here, not with a silent 0 from verl's scorer, if it is missing
 from verl.utils.reward_score.math_verify import compute_score as math_verify_score
 
 ANSWER_MARK = "Answer:"
