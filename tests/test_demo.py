@@ -5,14 +5,18 @@ import math
 
 import pytest
 import torch
+from verl_support import HAS_ENGINE_LOSS
 
-from verl_cov.cli import main
-from verl_cov.config import CovPolicyLossConfig
-from verl_cov.demo import task
-from verl_cov.demo.modes import PAPER_CLIP_COV_RATIO, PAPER_KL_COV_RATIO, actor_config, token_scale
-from verl_cov.demo.policy import build_policy, sample
-from verl_cov.demo.rl import PERF_KEY, RunConfig, Study, evaluate
-from verl_cov.demo.study import run_study
+if not HAS_ENGINE_LOSS:
+    pytest.skip("the CPU study drives verl's engine ppo_loss (verl >= 0.7)", allow_module_level=True)
+
+from verl_cov.cli import main  # noqa: E402
+from verl_cov.config import CovPolicyLossConfig  # noqa: E402
+from verl_cov.demo import task  # noqa: E402
+from verl_cov.demo.modes import PAPER_CLIP_COV_RATIO, PAPER_KL_COV_RATIO, actor_config, token_scale  # noqa: E402
+from verl_cov.demo.policy import build_policy, sample  # noqa: E402
+from verl_cov.demo.rl import PERF_KEY, RunConfig, Study, evaluate  # noqa: E402
+from verl_cov.demo.study import run_study  # noqa: E402
 
 
 @pytest.mark.parametrize(

@@ -4,11 +4,12 @@ import pytest
 import torch
 from tiny_policy import VOCAB, micro_batch, response_log_probs, sequence_log_probs, tiny_qwen2
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
-from verl.workers.utils.losses import ppo_loss
 from verl_hydra import build_actor
+from verl_support import HAS_ENGINE_LOSS
 
 from verl_cov.selection import generator_for
 
+pytestmark = pytest.mark.skipif(not HAS_ENGINE_LOSS, reason="verl < 0.7 has no workers/utils/losses.py::ppo_loss")
 PREFIX = "actor_rollout_ref.actor.policy_loss"
 
 
@@ -36,6 +37,8 @@ def test_ppo_loss_runs_our_mode_and_trains_a_tiny_model(mode, extra):
     with torch.no_grad():
         old = response_log_probs(model, prompts, responses, response_len) - 0.05  # a slightly moved policy
     data = micro_batch(prompts, responses, old, advantages, prompt_len, response_len)
+
+    from verl.workers.utils.losses import ppo_loss
 
     loss, metrics = ppo_loss(actor, {"log_probs": sequence_log_probs(model, prompts, responses)}, data)
     assert torch.isfinite(loss)

@@ -2,24 +2,15 @@
 
 import torch
 from tensordict import TensorDict
-from transformers import Qwen2Config, Qwen2ForCausalLM
-from verl.utils import tensordict_utils as tu
+
+from verl_cov.demo.policy import build_policy
 
 VOCAB = 64
 
 
-def tiny_qwen2(seed: int = 0) -> Qwen2ForCausalLM:
-    torch.manual_seed(seed)
-    config = Qwen2Config(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=64,
-    )
-    return Qwen2ForCausalLM(config)
+def tiny_qwen2(seed: int = 0):
+    """The CPU study's random-init Qwen2 policy, over this file's vocabulary."""
+    return build_policy(VOCAB, seed)
 
 
 def sequence_log_probs(model, prompts: list[torch.Tensor], responses: list[torch.Tensor]) -> torch.Tensor:
@@ -46,6 +37,8 @@ def response_log_probs(model, prompts, responses, response_len: int) -> torch.Te
 
 def micro_batch(prompts, responses, old_log_probs, advantages, prompt_len: int, response_len: int) -> TensorDict:
     """Left-padded prompts, right-padded responses, as verl's rollout produces them."""
+    from verl.utils import tensordict_utils as tu  # verl >= 0.7
+
     batch = len(prompts)
     prompt_ids = torch.zeros(batch, prompt_len, dtype=torch.long)
     response_ids = torch.zeros(batch, response_len, dtype=torch.long)

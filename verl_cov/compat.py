@@ -57,13 +57,23 @@ def vanilla_policy_loss() -> Callable:
     return get_policy_loss_fn("vanilla")
 
 
-def aggregate(loss_mat: torch.Tensor, mask: torch.Tensor, loss_agg_mode: str, config) -> torch.Tensor:
-    """verl's ``agg_loss`` with the micro-batch's global-batch info, finite on an all-masked micro-batch.
+def aggregate(
+    loss_mat: torch.Tensor,
+    mask: torch.Tensor,
+    loss_agg_mode: str,
+    config,
+    rollout_is_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Weight each token's loss by ``rollout_is_weights`` (if given) and aggregate it, as verl's own
+    losses do: verl's ``agg_loss`` with the micro-batch's global-batch info, finite on an all-masked
+    micro-batch.
 
     Without global-batch info (a single process calling the loss directly, or verl's legacy actor)
     verl divides by the local token or sequence count, which is 0 when every token is masked; that
     denominator is clamped to 1 here, which changes nothing when it is >= 1.
     """
+    if rollout_is_weights is not None:
+        loss_mat = loss_mat * rollout_is_weights
     if not AGG_LOSS_TAKES_GLOBAL_BATCH:
         return agg_loss(loss_mat=loss_mat, loss_mask=mask, loss_agg_mode=loss_agg_mode)
     info = dict(getattr(config, "global_batch_info", None) or {})

@@ -68,9 +68,7 @@ def compute_policy_loss_clip_cov(
     I_clip = random_tokens(candidates, count, settings.clip_cov_ratio, generator)
     pg_losses = torch.where(I_clip, 0.0, pg_losses)
 
-    if rollout_is_weights is not None:
-        pg_losses = pg_losses * rollout_is_weights
-    pg_loss = aggregate(pg_losses, mask, loss_agg_mode, config)
+    pg_loss = aggregate(pg_losses, mask, loss_agg_mode, config, rollout_is_weights)
 
     n_valid = mask.sum().clamp(min=1)
     metrics = {
@@ -111,9 +109,7 @@ def compute_policy_loss_kl_cov(
     I_KL = top_k_tokens(covariance.cov, mask, count, settings.kl_cov_ratio)
     pg_losses = -A * ratio + torch.where(I_KL, settings.ppo_kl_coef * D_KL, 0.0)
 
-    if rollout_is_weights is not None:
-        pg_losses = pg_losses * rollout_is_weights
-    pg_loss = aggregate(pg_losses, mask, loss_agg_mode, config)
+    pg_loss = aggregate(pg_losses, mask, loss_agg_mode, config, rollout_is_weights)
 
     metrics = {
         "actor/ppo_kl": mean_over(-log_ratio.clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND), mask, mask.sum()),
