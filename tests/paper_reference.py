@@ -24,8 +24,14 @@ def covariance(log_prob: torch.Tensor, advantages: torch.Tensor, mask: torch.Ten
     return {p: (float(log_prob[p]) - mean_logp) * (float(advantages[p]) - mean_adv) for p in positions}
 
 
-def aggregate(terms: dict[tuple[int, int], torch.Tensor], mask: torch.Tensor, mode: str) -> torch.Tensor:
-    """verl's loss_agg_mode semantics, written out for a single process."""
+def aggregate(
+    terms: dict[tuple[int, int], torch.Tensor], mask: torch.Tensor, mode: str, sum_norm_over_sequences: bool = True
+) -> torch.Tensor:
+    """verl's loss_agg_mode semantics, written out for a single process.
+
+    ``seq-mean-token-sum-norm`` divides the summed tokens by the horizon and, from verl 0.7 on, by the
+    number of sequences (``sum_norm_over_sequences``); verl 0.6 divides the total by the horizon only.
+    """
     positions = valid_positions(mask)
     if not positions:
         return torch.zeros(())
@@ -33,6 +39,8 @@ def aggregate(terms: dict[tuple[int, int], torch.Tensor], mask: torch.Tensor, mo
         return sum(terms[p] for p in positions) / len(positions)
     if mode == "token-sum":
         return sum(terms[p] for p in positions)
+    if mode == "seq-mean-token-sum-norm" and not sum_norm_over_sequences:
+        return sum(terms[p] for p in positions) / mask.shape[1]
     rows = sorted({i for i, _ in positions})
     per_seq = []
     for i in rows:

@@ -7,7 +7,7 @@ import torch
 from conftest import actor_config, random_batch
 from paper_reference import aggregate, clip_cov_terms, covariance, kl_cov_terms, ratio_clipped, top_k
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
-from verl_support import AGG_MODES
+from verl_support import AGG_MODES, HAS_GLOBAL_BATCH_INFO
 
 from verl_cov.selection import generator_for
 
@@ -85,7 +85,7 @@ def test_clip_cov_matches_reference_on_random_batches(agg, seed):
     grad = grad_of(loss, log_prob)
 
     ref_log_prob = log_prob.detach().clone().requires_grad_()
-    uncut = aggregate(clip_cov_terms(old, ref_log_prob, adv, mask, set(), 0.2, 0.2), mask, agg)
+    uncut = aggregate(clip_cov_terms(old, ref_log_prob, adv, mask, set(), 0.2, 0.2), mask, agg, HAS_GLOBAL_BATCH_INFO)
     cut = infer_cut(grad, grad_of(uncut, ref_log_prob), mask)
 
     cov = covariance(log_prob.detach(), adv, mask)
@@ -101,7 +101,7 @@ def test_clip_cov_matches_reference_on_random_batches(agg, seed):
     assert len(cut) > 0
 
     ref_log_prob = log_prob.detach().clone().requires_grad_()
-    reference = aggregate(clip_cov_terms(old, ref_log_prob, adv, mask, cut, 0.2, 0.2), mask, agg)
+    reference = aggregate(clip_cov_terms(old, ref_log_prob, adv, mask, cut, 0.2, 0.2), mask, agg, HAS_GLOBAL_BATCH_INFO)
     torch.testing.assert_close(loss, reference.float(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad, grad_of(reference, ref_log_prob), rtol=1e-5, atol=1e-7)
     assert metrics["actor/cov/selected_frac"] == pytest.approx(len(cut) / n_valid)
@@ -121,7 +121,7 @@ def test_kl_cov_matches_reference_on_random_batches(agg, seed):
     cov = covariance(log_prob.detach(), adv, mask)
     penalised = top_k(cov, 5)
     ref_log_prob = log_prob.detach().clone().requires_grad_()
-    reference = aggregate(kl_cov_terms(old, ref_log_prob, adv, mask, penalised, 0.7), mask, agg)
+    reference = aggregate(kl_cov_terms(old, ref_log_prob, adv, mask, penalised, 0.7), mask, agg, HAS_GLOBAL_BATCH_INFO)
     torch.testing.assert_close(loss, reference.float(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad_of(loss, log_prob), grad_of(reference, ref_log_prob), rtol=1e-5, atol=1e-7)
     assert metrics["actor/cov/selected_frac"] == pytest.approx(5 / n_valid)
@@ -191,6 +191,8 @@ DEGENERATE = {
 def test_degenerate_batches_stay_finite(mode, case, agg, dtype, global_info):
     old, log_prob, adv, mask = DEGENERATE[case](random_batch(seed=11, dtype=dtype))
     config = actor_config(mode, kl_cov_ratio=0.3, clip_cov_ratio=0.3)
+    if global_info and not HAS_GLOBAL_BATCH_INFO:
+        pytest.skip("verl < 0.7 has no global-batch info")
     if global_info:  # what verl's ppo_loss sets: this micro-batch is one of several in the mini-batch
         config.global_batch_info.update(dp_size=1, batch_num_tokens=100, global_batch_size=8, loss_scale_factor=None)
     loss, metrics = get_policy_loss_fn(mode)(old, log_prob, adv, mask, agg, config)
