@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +41,9 @@ class Study:
     """The task's prompts as token tensors, and the verifier applied to sampled responses."""
 
     def __init__(self) -> None:
-        self.tokenizer = build = task.build_tokenizer()
+        self.tokenizer = task.build_tokenizer()
         self.train, self.held_out = task.split_prompts()
-        self.vocab_size = build.get_vocab_size()
+        self.vocab_size = self.tokenizer.get_vocab_size()
 
     def encode(self, pairs: list[tuple[int, int]]) -> torch.Tensor:
         return torch.tensor([self.tokenizer.encode(task.prompt_text(x, y)).ids for x, y in pairs])
@@ -159,7 +159,3 @@ def train(mode: str, config: RunConfig, log_path: Path, on_step: Callable[[], No
             write(step, {key: float(value) for key, value in record.items()})
             on_step()
     return log_path
-
-
-def run_config_dict(config: RunConfig) -> dict:
-    return asdict(config)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 from tqdm import tqdm
 
 from verl_cov.demo.modes import MODE_NAMES
-from verl_cov.demo.rl import PERF_KEY, RunConfig, run_config_dict, train
+from verl_cov.demo.report import plot_study
+from verl_cov.demo.rl import PERF_KEY, RunConfig, train
 from verl_cov.law import fit_run
 from verl_cov.logs import LogError, read_log
 
 
-def summarise(mode: str, log_path: Path, pass_k: int) -> dict:
+def summarise(log_path: Path, pass_k: int) -> dict:
     """Final entropy, held-out pass@1 / pass@k, and the fitted law of one mode's log."""
     run = read_log(log_path)
     _, entropy = run.get("actor/entropy")
@@ -41,16 +43,13 @@ def run_study(out: Path, config: RunConfig, modes: tuple[str, ...] = MODE_NAMES,
     for mode in modes:
         bar.set_postfix_str(mode)
         log_path = train(mode, config, out / f"{mode}.jsonl", on_step=lambda: bar.update())
-        results[mode] = summarise(mode, log_path, config.pass_k)
+        results[mode] = summarise(log_path, config.pass_k)
     bar.close()
-    summary = {"config": run_config_dict(config), "modes": results}
+    summary = {"config": asdict(config), "modes": results}
     if "grpo" in results:
         base = results["grpo"]["final_entropy"]
         summary["entropy_vs_grpo"] = {m: r["final_entropy"] / base if base > 0 else None for m, r in results.items()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-
-    from verl_cov.demo.report import plot_study
-
     plot_study(out, modes, config.pass_k)
     return summary
 
