@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Shared part of the paper-reproduction recipes (Cui et al. 2025, verl recipe/entropy settings),
-# mapped onto verl 0.9.1's `python -m verl.trainer.main_ppo`. A recipe sets MODEL_PATH's default,
+# mapped onto verl 0.9.1's `python -m verl.trainer.main_ppo`. launch.sh sets MODEL_PATH, ROLLOUT_TP,
 # EXPERIMENT and METHOD_ARGS, then sources this file. Everything below can be changed from the
 # environment; extra Hydra overrides can be passed as arguments to the recipe.
 #   DRY_RUN=1  resolve and check the full config with verl's own files, print the policy loss, exit.
@@ -15,7 +15,6 @@ TRAIN_FILE=${TRAIN_FILE:-$DATA_DIR/dapo_math_17k.parquet}
 VAL_FILES=${VAL_FILES:-"[$DATA_DIR/aime24.parquet,$DATA_DIR/aime25.parquet,$DATA_DIR/amc23.parquet,$DATA_DIR/math500.parquet,$DATA_DIR/olympiadbench.parquet,$DATA_DIR/minerva.parquet,$DATA_DIR/omni_math.parquet]"}
 NNODES=${NNODES:-4}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
-ROLLOUT_TP=${ROLLOUT_TP:-2}
 LOGGER=${LOGGER:-wandb}                                   # your logger; console and file are always on
 PROJECT=${PROJECT:-verl-cov}
 OUT_DIR=${OUT_DIR:-$PWD/runs}

@@ -1,11 +1,4 @@
 #!/usr/bin/env bash
-# Qwen2.5-7B with kl_cov on DAPO-Math-17k, the paper's settings on verl 0.9.1.
+# Qwen2.5-7B with kl_cov on DAPO-Math-17k, the paper's settings on verl 0.9.1 (see README.md).
 # Usage: [DRY_RUN=1] [MODEL_PATH=...] [DATA_DIR=...] [NNODES=...] bash recipes/qwen2.5-7b-kl_cov.sh [overrides]
-set -euo pipefail
-MODEL_PATH=${MODEL_PATH:-Qwen/Qwen2.5-7B}
-ROLLOUT_TP=${ROLLOUT_TP:-2}
-METHOD=kl_cov
-KL_COV_RATIO=${KL_COV_RATIO:-0.002}
-EXPERIMENT=${EXPERIMENT:-qwen2.5-7b-kl_cov}
-source "$(dirname "${BASH_SOURCE[0]}")/methods.sh"
-source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+exec bash "$(dirname "${BASH_SOURCE[0]}")/launch.sh" 7b kl_cov "$@"
