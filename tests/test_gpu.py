@@ -29,7 +29,7 @@ def test_selection_and_metrics_make_no_host_sync():
         top = top_k_tokens(covariance.cov, mask, count, 2e-3)
         drawn = random_tokens(mask & (covariance.cov > 0), count, 2e-3, generator)
         mechanism_metrics(log_prob, old, adv, mask, covariance)
-        selection_metrics(log_prob, adv, mask, top | drawn)
+        selection_metrics(log_prob, adv, covariance.n_valid, top | drawn)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 

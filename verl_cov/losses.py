@@ -70,12 +70,12 @@ def compute_policy_loss_clip_cov(
 
     pg_loss = aggregate(pg_losses, mask, loss_agg_mode, config, rollout_is_weights)
 
-    n_valid = mask.sum().clamp(min=1)
+    n_valid = covariance.n_valid.clamp(min=1)
     metrics = {
         "actor/pg_clipfrac": ratio_clipped.sum() / n_valid,
         "actor/ppo_kl": mean_over(-log_ratio, mask, n_valid),
         **mechanism_metrics(log_prob, old_log_prob, advantages, mask, covariance),
-        **selection_metrics(log_prob, advantages, mask, I_clip),
+        **selection_metrics(log_prob, advantages, covariance.n_valid, I_clip),
         "actor/cov/candidate_frac": candidates.sum() / n_valid,
     }
     return pg_loss, to_floats(metrics)
@@ -100,7 +100,8 @@ def compute_policy_loss_kl_cov(
     mask = response_mask.bool()
     A = advantages.float()
     log_ratio = log_prob.float() - old_log_prob.float()
-    ratio = torch.exp(log_ratio.clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND))
+    bounded_log_ratio = log_ratio.clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND)
+    ratio = torch.exp(bounded_log_ratio)
     D_KL = log_ratio.abs()
 
     covariance = token_covariance(log_prob, advantages, mask)
@@ -112,9 +113,9 @@ def compute_policy_loss_kl_cov(
     pg_loss = aggregate(pg_losses, mask, loss_agg_mode, config, rollout_is_weights)
 
     metrics = {
-        "actor/ppo_kl": mean_over(-log_ratio.clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND), mask, mask.sum()),
+        "actor/ppo_kl": mean_over(-bounded_log_ratio, mask, covariance.n_valid),
         **mechanism_metrics(log_prob, old_log_prob, advantages, mask, covariance),
-        **selection_metrics(log_prob, advantages, mask, I_KL),
+        **selection_metrics(log_prob, advantages, covariance.n_valid, I_KL),
         "actor/cov/selected_kl_mean": mean_over(D_KL.detach(), I_KL, I_KL.sum()),
     }
     return pg_loss, to_floats(metrics)

@@ -70,12 +70,13 @@ def mechanism_metrics(
 
 
 def selection_metrics(
-    log_prob: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, selected: torch.Tensor
+    log_prob: torch.Tensor, advantages: torch.Tensor, n_valid: torch.Tensor, selected: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    """What a covariance method acted on: ``selected`` is its (batch, response_len) bool I_clip or I_KL."""
+    """What a covariance method acted on: ``selected`` is its (batch, response_len) bool I_clip or I_KL,
+    out of ``n_valid`` valid tokens (``TokenCovariance.n_valid``)."""
     n_selected = selected.sum()
     return {
-        "actor/cov/selected_frac": n_selected / mask.sum().clamp(min=1),
+        "actor/cov/selected_frac": n_selected / n_valid.clamp(min=1),
         "actor/cov/selected_adv_mean": mean_over(advantages.detach().float(), selected, n_selected),
         "actor/cov/selected_logp_mean": mean_over(log_prob.detach().float(), selected, n_selected),
     }
