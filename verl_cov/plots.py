@@ -20,7 +20,7 @@ COVARIANCE_KEY = "actor/cov/mean"
 def entropy_change(run: RunLog, entropy_key: str) -> tuple[np.ndarray, np.ndarray] | None:
     """(−Cov_t, H_{t+1} − H_t) over consecutive logged steps, or None without covariance metrics.
 
-    The mechanism says dH ≈ −η·Cov(log π, A); the scale η is fitted in ``plot_entropy_change``.
+    The mechanism says dH ≈ −η·Cov(log π, A); the scale η is fitted in ``_plot_entropy_change``.
     """
     if COVARIANCE_KEY not in run.series:
         return None

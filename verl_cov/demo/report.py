@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from verl_cov.demo.rl import PERF_KEY
-from verl_cov.law import fit_run
-from verl_cov.logs import LogError, read_log
+from verl_cov.law import LawFit
+from verl_cov.logs import RunLog
 from verl_cov.plots import plot_compare, plt, save
 
 
-def plot_study(out: Path, modes: tuple[str, ...], pass_k: int) -> list[Path]:
-    runs = [read_log(out / f"{mode}.jsonl") for mode in modes]
+def plot_study(out: Path, runs: list[RunLog], fits: list[LawFit | None], pass_k: int) -> list[Path]:
+    """``entropy_accuracy.png`` and ``entropy_law.png`` in ``out`` from the study's runs and fitted laws."""
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for run in runs:
         steps, entropy = run.get("actor/entropy")
@@ -25,12 +25,5 @@ def plot_study(out: Path, modes: tuple[str, ...], pass_k: int) -> list[Path]:
     for axis in axes:
         axis.legend(fontsize=8)
     curves = save(figure, out / "entropy_accuracy.png")
-
-    fits = []
-    for run in runs:
-        try:
-            fits.append(fit_run(run, "actor/entropy", PERF_KEY))
-        except LogError:
-            fits.append(None)
     law = plot_compare(runs, fits, ["actor/entropy"] * len(runs), out / "entropy_law.png")
     return [curves, law]

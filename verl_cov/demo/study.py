@@ -11,46 +11,46 @@ from tqdm import tqdm
 from verl_cov.demo.modes import MODE_NAMES
 from verl_cov.demo.report import plot_study
 from verl_cov.demo.rl import PERF_KEY, RunConfig, train
-from verl_cov.law import fit_run
-from verl_cov.logs import LogError, read_log
+from verl_cov.law import LawFit, fit_run
+from verl_cov.logs import LogError, RunLog, read_log
 
 
-def summarise(log_path: Path, pass_k: int) -> dict:
-    """Final entropy, held-out pass@1 / pass@k, and the fitted law of one mode's log."""
-    run = read_log(log_path)
+def summarise(run: RunLog, pass_k: int) -> tuple[dict, LawFit | None]:
+    """Final entropy, held-out pass@1 / pass@k, and the fitted law (None if it cannot be fitted) of one run."""
     _, entropy = run.get("actor/entropy")
     _, pass1 = run.get(PERF_KEY)
     _, passk = run.get(f"val-aux/sum/acc/pass@{pass_k}")
     summary = {
-        "log": str(log_path),
         "final_entropy": float(entropy[-1]),
         "final_pass@1": float(pass1[-1]),
         f"final_pass@{pass_k}": float(passk[-1]),
     }
     try:
         fit = fit_run(run, "actor/entropy", PERF_KEY)
-        summary.update(a=fit.a, b=fit.b, r2=fit.r2, ceiling=fit.ceiling, n_points=fit.n_points)
     except LogError as error:
-        summary["fit_error"] = str(error)
-    return summary
+        return {**summary, "fit_error": str(error)}, None
+    return {**summary, "a": fit.a, "b": fit.b, "r2": fit.r2, "ceiling": fit.ceiling, "n_points": fit.n_points}, fit
 
 
 def run_study(out: Path, config: RunConfig, modes: tuple[str, ...] = MODE_NAMES, progress: bool = True) -> dict:
     """Train every mode with the same seed and budget; write logs, ``summary.json`` and PNG plots to ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=config.steps * len(modes), desc="verl-cov demo", unit="step", disable=not progress)
-    results = {}
+    results, runs, fits = {}, [], []
     for mode in modes:
         bar.set_postfix_str(mode)
         log_path = train(mode, config, out / f"{mode}.jsonl", on_step=lambda: bar.update())
-        results[mode] = summarise(log_path, config.pass_k)
+        runs.append(read_log(log_path))
+        results[mode], fit = summarise(runs[-1], config.pass_k)
+        results[mode]["log"] = str(log_path)
+        fits.append(fit)
     bar.close()
     summary = {"config": asdict(config), "modes": results}
     if "grpo" in results:
         base = results["grpo"]["final_entropy"]
         summary["entropy_vs_grpo"] = {m: r["final_entropy"] / base if base > 0 else None for m, r in results.items()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    plot_study(out, modes, config.pass_k)
+    plot_study(out, runs, fits, config.pass_k)
     return summary
 
 
