@@ -48,6 +48,12 @@ BAD = [
     ("clip_cov_ratio", "abc", "finite number"),
     ("seed", "-3", "[0, 2**63)"),
     ("loss_mode", "verl_cov.klcov", "verl_cov.kl_cov"),
+    ("selection_scope", "everywhere", "micro_batch, global"),
+    ("target_entropy", "0", "> 0 nats"),
+    ("target_entropy", "-1.5", "> 0 nats"),
+    ("target_gain", "0", "(0, 50]"),
+    ("target_gain", "75", "(0, 50]"),
+    ("target_adapts_beta", "true", "needs target_entropy"),
 ]
 
 
@@ -78,3 +84,18 @@ def test_plain_verl_config_runs():
     )
     loss, metrics = get_policy_loss_fn("verl_cov.kl_cov")(*random_batch(), "token-mean", config)
     assert torch.isfinite(loss) and metrics["actor/cov/selected_frac"] > 0
+
+
+@pytest.mark.parametrize("key, value", [("selection_scope", "global"), ("target_entropy", "1.0")])
+def test_extensions_refuse_what_they_cannot_serve(key, value):
+    """vanilla selects no tokens; verl < 0.8 has no engine train_batch to compute mini-batch statistics."""
+    from verl_cov.compat import HAS_ENGINE_TRAIN_BATCH
+
+    with pytest.raises(Exception, match="applies to verl_cov.clip_cov and verl_cov.kl_cov only"):
+        build_actor([f"{PREFIX}.loss_mode=verl_cov.vanilla", f"{PREFIX}.{key}={value}"], overlay=True)
+    overrides = [f"{PREFIX}.loss_mode=verl_cov.kl_cov", f"{PREFIX}.{key}={value}"]
+    if HAS_ENGINE_TRAIN_BATCH:
+        assert str(getattr(build_actor(overrides, overlay=True).policy_loss, key)) == value
+    else:
+        with pytest.raises(Exception, match=rf"{PREFIX}\.{key}=.*needs verl >= 0\.8"):
+            build_actor(overrides, overlay=True)

@@ -35,10 +35,15 @@ except ImportError as error:  # the loss contract moved: a verl this module does
         f"verl-cov supports verl {SUPPORTED}; verl {verl.__version__} lacks the policy-loss API ({error})"
     ) from error
 
-__all__ = ["PolicyLossConfig", "aggregate", "register_once", "vanilla_policy_loss"]
+__all__ = ["HAS_ENGINE_TRAIN_BATCH", "PolicyLossConfig", "aggregate", "register_once", "vanilla_policy_loss"]
 
 # verl 0.6 aggregates over the micro-batch only; 0.7+ takes the global-batch normalisers.
 AGG_LOSS_TAKES_GLOBAL_BATCH = "batch_num_tokens" in inspect.signature(agg_loss).parameters
+
+# verl >= 0.8 trains through engine workers: one BaseEngine.train_batch call per mini-batch and rank,
+# which ``verl_cov.engine_hook`` wraps. Imported there, on demand: importing verl's engines warns about
+# every optional backend that is missing.
+HAS_ENGINE_TRAIN_BATCH = Version(verl.__version__) >= Version("0.8")
 
 
 def register_once(name: str, loss_fn: Callable) -> None:

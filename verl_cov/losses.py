@@ -12,10 +12,12 @@ from typing import Any
 
 import torch
 
+from verl_cov import scope
 from verl_cov.compat import aggregate, vanilla_policy_loss
-from verl_cov.config import validate
+from verl_cov.config import CLIP_COV, GLOBAL, KL_COV, validate
+from verl_cov.controller import configured
 from verl_cov.covariance import token_covariance
-from verl_cov.metrics import mean_over, mechanism_metrics, selection_metrics, to_floats
+from verl_cov.metrics import control_metrics, mean_over, mechanism_metrics, selection_metrics, to_floats
 from verl_cov.selection import generator_for, random_tokens, stochastic_count, top_k_tokens
 
 # verl's vanilla PPO clamps the log-ratio to the same range so that exp() stays finite.
@@ -45,9 +47,14 @@ def compute_policy_loss_clip_cov(
     and 0 for t ∈ I_clip, where I_clip holds r·N tokens drawn uniformly among Cov(y_t) ∈ [ω_low, ω_high].
 
     As in the authors' code, tokens the ratio clip already cut (no gradient either way) are not
-    candidates, so the budget r·N goes to tokens whose gradient would otherwise flow.
+    candidates, so the budget r·N goes to tokens whose gradient would otherwise flow. With
+    ``selection_scope=global`` the candidates (Cov_old in [ω_low, ω_high]; the ratio clip is only known
+    after the forward) and the draw come from the whole mini-batch (``verl_cov.scope``); with an entropy
+    target r and [ω_low, ω_high] come from the controller.
     """
     settings = validate(config.policy_loss)
+    stats = scope.current(settings)
+    r, _, lb, ub = stats.control if stats else configured(settings.clip_cov_ratio, settings)
     mask = response_mask.bool()
     A = advantages.float()
     log_ratio = (log_prob.float() - old_log_prob.float()).clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND)
@@ -62,10 +69,12 @@ def compute_policy_loss_clip_cov(
 
     covariance = token_covariance(log_prob, advantages, mask)
     cov = covariance.cov
-    candidates = mask & ~ratio_clipped & (cov >= settings.clip_cov_lb) & (cov <= settings.clip_cov_ub)
-    generator = _selection_generator(settings.seed, mask.device)
-    count = stochastic_count(settings.clip_cov_ratio, mask, generator)
-    I_clip = random_tokens(candidates, count, settings.clip_cov_ratio, generator)
+    if settings.selection_scope == GLOBAL:
+        I_clip, candidates = scope.selected_tokens(CLIP_COV, settings, old_log_prob, advantages, mask, stats)
+    else:
+        candidates = mask & ~ratio_clipped & (cov >= lb) & (cov <= ub)
+        generator = _selection_generator(settings.seed, mask.device)
+        I_clip = random_tokens(candidates, stochastic_count(r, mask, generator), r, generator)
     pg_losses = torch.where(I_clip, 0.0, pg_losses)
 
     pg_loss = aggregate(pg_losses, mask, loss_agg_mode, config, rollout_is_weights)
@@ -78,7 +87,7 @@ def compute_policy_loss_clip_cov(
         **selection_metrics(log_prob, advantages, covariance.n_valid, I_clip),
         "actor/cov/candidate_frac": candidates.sum() / n_valid,
     }
-    return pg_loss, to_floats(metrics)
+    return pg_loss, {**to_floats(metrics), **control_metrics(settings, stats, with_beta=False)}
 
 
 def compute_policy_loss_kl_cov(
@@ -94,9 +103,13 @@ def compute_policy_loss_kl_cov(
     for t ∈ I_KL, where I_KL holds the top k·N tokens by Cov(y_t) and D_KL = |log π(y_t) − log π_old(y_t)|.
 
     There is no ratio clip. On a fully on-policy update (log π = log π_old) the KL term and its
-    gradient are zero; it acts from the second mini-batch or PPO epoch of a rollout batch on.
+    gradient are zero; it acts from the second mini-batch or PPO epoch of a rollout batch on. With
+    ``selection_scope=global`` I_KL is the top k·N of the whole mini-batch (``verl_cov.scope``); with an
+    entropy target k (and optionally β) come from the controller.
     """
     settings = validate(config.policy_loss)
+    stats = scope.current(settings)
+    k, beta, _, _ = stats.control if stats else configured(settings.kl_cov_ratio, settings)
     mask = response_mask.bool()
     A = advantages.float()
     log_ratio = log_prob.float() - old_log_prob.float()
@@ -105,10 +118,12 @@ def compute_policy_loss_kl_cov(
     D_KL = log_ratio.abs()
 
     covariance = token_covariance(log_prob, advantages, mask)
-    generator = _selection_generator(settings.seed, mask.device)
-    count = stochastic_count(settings.kl_cov_ratio, mask, generator)
-    I_KL = top_k_tokens(covariance.cov, mask, count, settings.kl_cov_ratio)
-    pg_losses = -A * ratio + torch.where(I_KL, settings.ppo_kl_coef * D_KL, 0.0)
+    if settings.selection_scope == GLOBAL:
+        I_KL, _ = scope.selected_tokens(KL_COV, settings, old_log_prob, advantages, mask, stats)
+    else:
+        generator = _selection_generator(settings.seed, mask.device)
+        I_KL = top_k_tokens(covariance.cov, mask, stochastic_count(k, mask, generator), k)
+    pg_losses = -A * ratio + torch.where(I_KL, beta * D_KL, 0.0)
 
     pg_loss = aggregate(pg_losses, mask, loss_agg_mode, config, rollout_is_weights)
 
@@ -118,7 +133,7 @@ def compute_policy_loss_kl_cov(
         **selection_metrics(log_prob, advantages, covariance.n_valid, I_KL),
         "actor/cov/selected_kl_mean": mean_over(D_KL.detach(), I_KL, I_KL.sum()),
     }
-    return pg_loss, to_floats(metrics)
+    return pg_loss, {**to_floats(metrics), **control_metrics(settings, stats, with_beta=True)}
 
 
 def compute_policy_loss_vanilla_with_cov_metrics(

@@ -13,7 +13,9 @@ import math
 
 import torch
 
+from verl_cov.config import CovSettings
 from verl_cov.covariance import TokenCovariance
+from verl_cov.scope import MiniBatchStatistics
 
 UPPER_QUANTILE = 0.999  # near the share Clip-Cov and KL-Cov act on (k, r = 2e-4 .. 2e-3)
 
@@ -80,6 +82,19 @@ def selection_metrics(
         "actor/cov/selected_adv_mean": mean_over(advantages.detach().float(), selected, n_selected),
         "actor/cov/selected_logp_mean": mean_over(log_prob.detach().float(), selected, n_selected),
     }
+
+
+def control_metrics(settings: CovSettings, stats: MiniBatchStatistics | None, with_beta: bool) -> dict[str, float]:
+    """The mini-batch statistics the loss used (``verl_cov.scope``), when it used any: the share
+    selected, the measured entropy Ĥ, KL-Cov's β (``with_beta``), and the target H* when one is set."""
+    if stats is None:
+        return {}
+    metrics = {"actor/cov/share": stats.control.share, "actor/cov/batch_entropy": stats.entropy}
+    if with_beta:
+        metrics["actor/cov/beta"] = stats.control.beta
+    if settings.target_entropy is not None:
+        metrics["actor/cov/target_entropy"] = settings.target_entropy
+    return metrics
 
 
 def to_floats(metrics: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -1,0 +1,58 @@
+"""Runs each mini-batch of verl's engine workers inside ``verl_cov.scope.mini_batch`` (verl >= 0.8).
+
+verl trains one PPO mini-batch per ``BaseEngine.train_batch(data, loss_function)`` call, on every
+data-parallel rank, before it splits the mini-batch into micro-batches; this is where verl itself
+all-reduces the mini-batch's token count. Wrapping it there gives the policy loss the statistics of
+the whole mini-batch (global selection scope, entropy target) with collectives that every rank
+issues exactly once per mini-batch. The wrapper reads the actor config from the loss function
+(``partial(ppo_loss, config=...)``) and does nothing unless that config asks for the statistics.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from verl_cov import scope
+from verl_cov.compat import HAS_ENGINE_TRAIN_BATCH
+
+FIELDS = ("old_log_probs", "advantages", "response_mask")
+
+
+def _policy_loss_config(loss_function: Callable) -> Any:
+    actor_config = getattr(loss_function, "keywords", {}).get("config")
+    return getattr(actor_config, "policy_loss", None)
+
+
+def with_mini_batch_statistics(train_batch: Callable) -> Callable:
+    """``train_batch(self, data, loss_function)`` run inside the mini-batch's ``scope.mini_batch``."""
+
+    @functools.wraps(train_batch)
+    def wrapped(self, data, loss_function, *args, **kwargs):
+        policy_loss = _policy_loss_config(loss_function)
+        if policy_loss is None or not all(field in data.keys() for field in FIELDS):
+            return train_batch(self, data, loss_function, *args, **kwargs)
+        padded = data.select(*FIELDS).to_padded_tensor()  # verl's nested layout -> (batch, response_len)
+        statistics = scope.mini_batch(
+            policy_loss,
+            padded["old_log_probs"],
+            padded["advantages"],
+            padded["response_mask"],
+            group=self.get_data_parallel_group(),
+        )
+        with statistics:
+            return train_batch(self, data, loss_function, *args, **kwargs)
+
+    wrapped.__verl_cov_wrapped__ = True
+    return wrapped
+
+
+def install() -> None:
+    """Wrap verl's ``BaseEngine.train_batch`` once per process (idempotent)."""
+    if not HAS_ENGINE_TRAIN_BATCH:
+        return
+    from verl.workers.engine.base import BaseEngine
+
+    if not getattr(BaseEngine.train_batch, "__verl_cov_wrapped__", False):
+        BaseEngine.train_batch = with_mini_batch_statistics(BaseEngine.train_batch)

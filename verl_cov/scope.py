@@ -1,0 +1,201 @@
+"""Statistics of a whole PPO mini-batch on all data-parallel ranks: the global selection scope and the
+entropy the target controller reads (both beyond the paper).
+
+verl calls the policy loss once per micro-batch, so a selection made inside the loss depends on how the
+mini-batch was split (micro-batch size, dynamic batching, GPU count). Before the mini-batch's first
+forward, though, every rank already holds log π_old, A and the mask of all its tokens. From them
+``mini_batch_statistics`` reduces, with collectives of fixed size (``verl_cov.collective``):
+
+    N, mean log π_old, mean A                      one all_reduce of 3 numbers
+    Ĥ = −mean log π_old, the controller's share    no communication
+    the selection threshold (global scope)         4 histogram all_reduces (+1 count for Clip-Cov)
+
+Each micro-batch's loss then scores its own tokens and keeps those at or above the threshold, so the
+selected set is a function of the mini-batch alone and no collective runs per micro-batch: ranks may
+hold different numbers of micro-batches without deadlock. In global scope a token's score is
+
+    Cov_old(y_i) = (log π_old(y_i) − mean log π_old)·(A(y_i) − mean A)
+
+— the paper's Cov with π_old, the policy every rank knows before the forward passes (equal to π on
+the first mini-batch of a rollout batch). KL-Cov keeps the top k·N tokens by Cov_old; Clip-Cov draws
+r·N of the tokens with Cov_old in [ω_low, ω_high] uniformly, by ranking a keyed hash of each token
+(``token_priority``) that does not depend on where the token sits in the split. Tokens tied at the
+threshold are all kept (identical tokens of identical responses are selected together).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import struct
+from collections.abc import Iterator
+from contextvars import ContextVar
+from typing import Any, NamedTuple
+
+import torch
+import torch.distributed as dist
+
+from verl_cov.collective import NO_KEY, all_reduce_sum, collective_device, kth_largest_key, ordered_keys
+from verl_cov.config import CLIP_COV, GLOBAL, KEY_PREFIX, CovSettings, validate
+from verl_cov.controller import Control, control
+
+PRIME = (1 << 31) - 1  # token_priority works modulo this prime, so no int64 product overflows
+
+
+class MiniBatchStatistics(NamedTuple):
+    """One mini-batch, all ranks. ``threshold`` is None in micro-batch scope.
+
+    Attributes:
+        n_valid: N, valid tokens.
+        mean_log_prob: mean log π_old, a float32 value.
+        mean_advantage: mean A, a float32 value.
+        entropy: Ĥ = −mean log π_old, nats per token.
+        control: the share selected, β and Clip-Cov's band, set by the entropy target (or as configured).
+        threshold: global scope: tokens whose priority is >= threshold are selected.
+        salt: per-mini-batch key of Clip-Cov's draw, from the seed and the mini-batch's sums.
+    """
+
+    n_valid: int
+    mean_log_prob: float
+    mean_advantage: float
+    entropy: float
+    control: Control
+    threshold: int | None
+    salt: int
+
+
+_ACTIVE: ContextVar[MiniBatchStatistics | None] = ContextVar("verl_cov_mini_batch", default=None)
+
+
+def old_covariance(
+    old_log_prob: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, stats: MiniBatchStatistics
+) -> torch.Tensor:
+    """Cov_old(y_i), float32, 0 at masked positions; the same bits wherever the token sits."""
+    centred_log_prob = old_log_prob.detach().float() - stats.mean_log_prob
+    centred_advantage = advantages.detach().float() - stats.mean_advantage
+    return torch.where(mask, centred_log_prob * centred_advantage, 0.0)
+
+
+def _mix(h: torch.Tensor) -> torch.Tensor:
+    # Two multiply-mod-prime rounds with xor-shifts; every value stays below 2**31, products below 2**62.
+    h = (h ^ 0x2545F491) * 0x5BD1E995 % PRIME
+    h = h ^ (h >> 15)
+    h = h * 0x1B873593 % PRIME
+    return h ^ (h >> 13)
+
+
+def token_priority(old_log_prob: torch.Tensor, advantages: torch.Tensor, salt: int) -> torch.Tensor:
+    """A pseudo-random int64 in [0, 2**31) per token, keyed by ``salt`` and the token's own data
+    (its float32 log π_old and A and its position in the response), so the same token gets the same
+    priority in any micro-batch on any rank."""
+    low16 = 0xFFFF
+    log_prob_bits = old_log_prob.detach().float().view(torch.int32).long() & 0xFFFFFFFF
+    advantage_bits = advantages.detach().float().view(torch.int32).long() & 0xFFFFFFFF
+    position = torch.arange(old_log_prob.shape[-1], device=old_log_prob.device).expand_as(log_prob_bits)
+    h = torch.full_like(log_prob_bits, salt)
+    for word in (log_prob_bits & low16, log_prob_bits >> 16, advantage_bits & low16, advantage_bits >> 16, position):
+        h = _mix(h ^ word)
+    return h
+
+
+def _salt_and_uniform(seed: int, sums: tuple[float, float, float]) -> tuple[int, float]:
+    """A salt in [1, 2**31) and u in [0, 1) from the seed and the mini-batch's exact sums: the same on
+    every rank, in every process, for the same mini-batch and seed."""
+    digest = hashlib.blake2b(struct.pack("<Q3d", seed, *sums), digest_size=16).digest()
+    return int.from_bytes(digest[:8], "little") % (PRIME - 1) + 1, int.from_bytes(digest[8:], "little") / 2**64
+
+
+def _scored_tokens(
+    mode: str, settings: CovSettings, old_log_prob, advantages, mask, stats: MiniBatchStatistics
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(priority, eligible): KL-Cov ranks every valid token by Cov_old, Clip-Cov ranks the tokens with
+    Cov_old in [ω_low, ω_high] by their keyed hash."""
+    cov = old_covariance(old_log_prob, advantages, mask, stats)
+    if mode == CLIP_COV:
+        eligible = mask & (cov >= stats.control.clip_cov_lb) & (cov <= stats.control.clip_cov_ub)
+        return token_priority(old_log_prob, advantages, stats.salt), eligible
+    return ordered_keys(cov), mask
+
+
+def selected_tokens(
+    mode: str, settings: CovSettings, old_log_prob, advantages, mask, stats: MiniBatchStatistics
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(selected, eligible) bool masks of a micro-batch in global scope: I_KL or I_clip, and the candidates."""
+    priority, eligible = _scored_tokens(mode, settings, old_log_prob, advantages, mask, stats)
+    return eligible & (priority >= stats.threshold), eligible
+
+
+def mini_batch_statistics(
+    policy_loss: Any,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    group: dist.ProcessGroup | None = None,
+) -> MiniBatchStatistics:
+    """Reduce this rank's part of a mini-batch ((batch, response_len) tensors) with the other ranks of
+    ``group``. Every rank of ``group`` must call it once per mini-batch, before the micro-batch loop."""
+    settings = validate(policy_loss)
+    mode = policy_loss.get("loss_mode")
+    device = collective_device(group)
+    old_log_prob, advantages = old_log_prob.to(device), advantages.to(device)
+    mask = response_mask.to(device).bool()
+    totals = torch.stack(
+        [
+            torch.where(mask, old_log_prob.double(), 0).sum(),
+            torch.where(mask, advantages.double(), 0).sum(),
+            mask.sum().double(),
+        ]
+    )
+    sum_log_prob, sum_advantage, n_valid = all_reduce_sum(totals, group).tolist()
+    n = max(n_valid, 1.0)
+    mean_log_prob = float(torch.tensor(sum_log_prob / n, dtype=torch.float32))
+    mean_advantage = float(torch.tensor(sum_advantage / n, dtype=torch.float32))
+    ratio = settings.clip_cov_ratio if mode == CLIP_COV else settings.kl_cov_ratio
+    entropy = -sum_log_prob / n
+    salt, u = _salt_and_uniform(settings.seed, (sum_log_prob, sum_advantage, n_valid))
+    stats = MiniBatchStatistics(
+        int(n_valid), mean_log_prob, mean_advantage, entropy, control(ratio, settings, entropy), None, salt
+    )
+    if settings.selection_scope != GLOBAL:
+        return stats
+    priority, eligible = _scored_tokens(mode, settings, old_log_prob, advantages, mask, stats)
+    n_eligible = int(all_reduce_sum(eligible.sum().view(1), group))
+    count = min(math.floor(stats.control.share * n_valid + u), n_eligible)  # E[count] = share·N (stochastic rounding)
+    threshold = NO_KEY if count == 0 else kth_largest_key(priority, eligible, count, group)
+    return stats._replace(threshold=threshold)
+
+
+@contextlib.contextmanager
+def active(stats: MiniBatchStatistics) -> Iterator[MiniBatchStatistics]:
+    """Make ``stats`` the statistics the policy losses of this mini-batch's micro-batches read."""
+    token = _ACTIVE.set(stats)
+    try:
+        yield stats
+    finally:
+        _ACTIVE.reset(token)
+
+
+def mini_batch(
+    policy_loss: Any, old_log_prob, advantages, response_mask, group=None
+) -> contextlib.AbstractContextManager:
+    """Context for training one mini-batch: computes and activates its statistics when the policy-loss
+    config asks for them (global scope or an entropy target), and does nothing otherwise."""
+    if not validate(policy_loss).needs_mini_batch_statistics:
+        return contextlib.nullcontext()
+    return active(mini_batch_statistics(policy_loss, old_log_prob, advantages, response_mask, group))
+
+
+def current(settings: CovSettings) -> MiniBatchStatistics | None:
+    """The active mini-batch's statistics, None when ``settings`` need none; a clear error when they
+    are needed and no mini-batch is active (e.g. the loss called outside verl's engine ``train_batch``)."""
+    if not settings.needs_mini_batch_statistics:
+        return None
+    stats = _ACTIVE.get()
+    if stats is None:
+        key = "selection_scope" if settings.selection_scope == GLOBAL else "target_entropy"
+        raise RuntimeError(
+            f"{KEY_PREFIX}.{key} needs statistics of the whole mini-batch, which verl-cov computes around "
+            "verl's engine train_batch (verl >= 0.8) or in verl_cov.scope.mini_batch(...); none is active"
+        )
+    return stats
