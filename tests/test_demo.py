@@ -85,6 +85,10 @@ def test_short_study_writes_logs_summary_and_plots(tmp_path, capsys):
         assert {"a", "b", "r2", "ceiling", "final_entropy", "final_pass@1", "final_pass@8"} <= set(row)
         assert row["n_points"] == 4
     assert "actor/cov/selected_frac" in lines[-1]["data"]  # kl_cov logs what it selected
+    for mode in set(summary["modes"]) - {"grpo", "clip_cov", "kl_cov"}:  # the entropy-target runs (verl >= 0.8)
+        last = json.loads((tmp_path / f"{mode}.jsonl").read_text().splitlines()[-1])["data"]
+        assert last["actor/cov/target_entropy"] == 1.0 and 0 < last["actor/cov/share"] <= 1
+        assert math.isclose(last["actor/cov/batch_entropy"], last["actor/entropy"], rel_tol=0.5)
     assert json.loads((tmp_path / "summary.json").read_text())["modes"].keys() == summary["modes"].keys()
     for png in ("entropy_accuracy.png", "entropy_law.png"):
         data = (tmp_path / png).read_bytes()

@@ -82,7 +82,7 @@ def command_demo(args: argparse.Namespace) -> None:
     from verl_cov.demo.rl import RunConfig
     from verl_cov.demo.study import format_table, run_study
 
-    modes = tuple(args.modes.split(","))
+    modes = tuple(args.modes.split(",")) if args.modes else MODE_NAMES
     unknown = [m for m in modes if m not in MODE_NAMES]
     if unknown:
         raise LogError(f"unknown --modes {', '.join(unknown)}; choose from {', '.join(MODE_NAMES)}")
@@ -120,11 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", action="store_true")
     compare.set_defaults(handler=command_compare)
 
-    demo = commands.add_parser("demo", help="CPU study: GRPO vs Clip-Cov vs KL-Cov on a toy task, a few minutes")
+    demo = commands.add_parser(
+        "demo", help="CPU study: GRPO vs Clip-Cov vs KL-Cov (fixed share and entropy target) on a toy task, ~2 min"
+    )
     demo.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--steps", type=int, default=300, help="RL steps per mode (default 300)")
-    demo.add_argument("--modes", default="grpo,clip_cov,kl_cov", help="comma-separated subset of the three")
+    demo.add_argument(
+        "--modes",
+        help="comma-separated subset of grpo, clip_cov, kl_cov, clip_cov_target, kl_cov_target "
+        "(default: all; the *_target modes need verl >= 0.8)",
+    )
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(handler=command_demo)
     return parser

@@ -22,6 +22,8 @@ import verl
 from hydra import compose, initialize_config_dir
 from verl.utils.config import omega_conf_to_dataclass
 
+from verl_cov.compat import HAS_ENGINE_TRAIN_BATCH
+
 PAPER_CLIP_COV_RATIO = 2e-4
 PAPER_KL_COV_RATIO = 2e-3  # Qwen2.5-7B
 
@@ -34,11 +36,25 @@ def token_scale(tokens_per_mini_batch: int) -> float:
 POLICY_LOSS = "actor_rollout_ref.actor.policy_loss"
 ACTOR = "actor_rollout_ref.actor"
 
-MODE_NAMES = ("grpo", "clip_cov", "kl_cov")
+PAPER_MODES = ("grpo", "clip_cov", "kl_cov")
+TARGET_MODES = ("clip_cov_target", "kl_cov_target")  # beyond the paper: the same methods holding H*
+MODE_NAMES = PAPER_MODES + (TARGET_MODES if HAS_ENGINE_TRAIN_BATCH else ())  # the target needs verl >= 0.8
+
+# The entropy target of the *_target runs (one value for both methods): H* = 1 nat per token, about
+# 40 % of the initial entropy and several times where GRPO ends; the controller's default gain κ = 20.
+# KL-Cov adapts β too: its share alone saturates (every token penalised) without holding the entropy.
+TARGET_ENTROPY = 1.0
 
 
 def mode_overrides(mode: str, scale: float) -> list[str]:
     """The command-line overrides of one run; ``scale`` multiplies the paper's token shares."""
+    if mode in TARGET_MODES:
+        method = mode.removesuffix("_target")
+        return [
+            *mode_overrides(method, scale),
+            f"+{POLICY_LOSS}.target_entropy={TARGET_ENTROPY}",
+            *([f"+{POLICY_LOSS}.target_adapts_beta=true"] if method == "kl_cov" else []),
+        ]
     return {
         "grpo": [f"{POLICY_LOSS}.loss_mode=verl_cov.vanilla", f"{ACTOR}.clip_ratio=0.2"],
         "clip_cov": [

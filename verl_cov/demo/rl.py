@@ -16,6 +16,7 @@ from verl.utils import tensordict_utils as tu
 from verl.utils.metric import reduce_metrics
 from verl.workers.utils.losses import ppo_loss
 
+from verl_cov import scope
 from verl_cov.demo import task
 from verl_cov.demo.modes import actor_config
 from verl_cov.demo.policy import build_policy, next_token_log_probs, sample
@@ -144,7 +145,9 @@ def train(mode: str, config: RunConfig, log_path: Path, on_step: Callable[[], No
             for rows in torch.randperm(responses_per_step, generator=generator).split(mini_batch):
                 flat, _, _ = response_statistics(model, sequences[rows])
                 data = verl_micro_batch(prompts[rows], responses[rows], old_log_probs[rows], advantages[rows])
-                loss, loss_metrics = ppo_loss(actor, {"log_probs": flat}, data)
+                # As verl's engine train_batch does (verl_cov.engine_hook): mini-batch statistics first.
+                with scope.mini_batch(actor.policy_loss, old_log_probs[rows], advantages[rows], data["response_mask"]):
+                    loss, loss_metrics = ppo_loss(actor, {"log_probs": flat}, data)
                 optimizer.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

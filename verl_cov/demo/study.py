@@ -16,12 +16,15 @@ from verl_cov.logs import LogError, RunLog, read_log
 
 
 def summarise(run: RunLog, pass_k: int) -> tuple[dict, LawFit | None]:
-    """Final entropy, held-out pass@1 / pass@k, and the fitted law (None if it cannot be fitted) of one run."""
+    """Final entropy and its range over the last third of the run, held-out pass@1 / pass@k, and the
+    fitted law (None if it cannot be fitted) of one run."""
     _, entropy = run.get("actor/entropy")
     _, pass1 = run.get(PERF_KEY)
     _, passk = run.get(f"val-aux/sum/acc/pass@{pass_k}")
+    last_third = entropy[len(entropy) * 2 // 3 :]
     summary = {
         "final_entropy": float(entropy[-1]),
+        "entropy_last_third": [float(last_third.min()), float(last_third.max())],
         "final_pass@1": float(pass1[-1]),
         f"final_pass@{pass_k}": float(passk[-1]),
     }
