@@ -49,3 +49,19 @@ def test_cuda_matches_cpu(mode):
     assert cuda_metrics.keys() == cpu_metrics.keys()
     for key, value in cpu_metrics.items():
         assert cuda_metrics[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+
+
+@pytest.mark.parametrize("mode", ["verl_cov.kl_cov", "verl_cov.clip_cov"])
+def test_global_scope_selects_on_cuda_what_it_selects_on_cpu(mode):
+    """The mini-batch statistics and the per-micro-batch selection, on CUDA tensors (as under NCCL)."""
+    from verl_cov import scope
+    from verl_cov.compat import HAS_ENGINE_TRAIN_BATCH
+
+    if not HAS_ENGINE_TRAIN_BATCH:
+        pytest.skip("global scope needs verl >= 0.8")
+    old, _, adv, mask = random_batch(batch=16, length=1024, seed=4)
+    config = actor_config(mode, selection_scope="global", kl_cov_ratio=0.01, clip_cov_ratio=0.01, clip_cov_lb=0.1)
+    stats = scope.mini_batch_statistics(config.policy_loss, old, adv, mask)
+    cpu, _ = scope.selected_tokens(mode, config.policy_loss, old, adv, mask, stats)
+    cuda, _ = scope.selected_tokens(mode, config.policy_loss, old.cuda(), adv.cuda(), mask.cuda(), stats)
+    assert cpu.any() and torch.equal(cuda.cpu(), cpu)

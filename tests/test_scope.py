@@ -1,6 +1,7 @@
 """selection_scope=global: the same tokens whatever the micro-batch and data-parallel split (gloo ranks),
 exact against a plain reference; the engine hook; no hidden state across mini-batches."""
 
+import functools
 import json
 import math
 import subprocess
@@ -16,6 +17,7 @@ from verl_support import VERL
 
 from verl_cov import scope
 from verl_cov.compat import HAS_ENGINE_TRAIN_BATCH
+from verl_cov.engine_hook import with_mini_batch_statistics
 
 pytestmark = pytest.mark.skipif(not HAS_ENGINE_TRAIN_BATCH, reason=f"global scope needs verl >= 0.8 (have {VERL})")
 
@@ -209,8 +211,6 @@ def test_config_asking_for_statistics_wraps_verl_engine_train_batch_once():
 
 
 def test_hook_passes_through_when_the_config_asks_for_nothing():
-    import functools
-
     from scope_ranks import StandInEngine, selected_by_loss
     from tensordict import TensorDict
 
@@ -226,3 +226,49 @@ def test_hook_passes_through_when_the_config_asks_for_nothing():
     engine.train_batch(data, functools.partial(loss, config=actor))
     engine.train_batch(data, lambda micro: seen.append(scope._ACTIVE.get()) or micro["response_mask"])
     assert seen == [None, None]
+
+
+def test_hook_reads_the_mini_batches_verl_trainer_hands_the_engine():
+    """The layout of verl's ``_update_actor``: padded batch -> ``left_right_2_no_padding`` -> mini-batches
+    from verl's ``make_iterator``; the hook sees each mini-batch's own tokens."""
+    from tensordict import TensorDict
+    from verl.utils import tensordict_utils as tu
+    from verl.workers.utils.padding import left_right_2_no_padding
+
+    data = mini_batch()
+    prompt_len = 6
+    prompt_mask = torch.arange(prompt_len)[None, :] >= torch.tensor([0, 2, 4] * 4)[:, None]  # left padding
+    attention_mask = torch.cat([prompt_mask, data["response_mask"]], dim=1).long()
+    batch = TensorDict(
+        {
+            "input_ids": torch.randint(3, 50, attention_mask.shape),
+            "attention_mask": attention_mask,
+            "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0),
+            "response_mask": data["response_mask"].long(),
+            "old_log_probs": data["old_log_probs"],
+            "advantages": data["advantages"].contiguous(),
+            "log_prob": data["log_prob"],
+        },
+        batch_size=[BATCH],
+    )
+    batch = left_right_2_no_padding(batch)
+    actor = config("verl_cov.kl_cov", "global", target_entropy=1.0)
+    seen = []
+
+    class Engine:
+        def get_data_parallel_group(self):
+            return None
+
+        @with_mini_batch_statistics
+        def train_batch(self, data, loss_function):
+            seen.append(scope._ACTIVE.get())
+
+    mini = BATCH // 3
+    for mini_batch_td in tu.make_iterator(batch, mini_batch_size=mini, epochs=1, seed=0, dataloader_kwargs={}):
+        assert mini_batch_td["input_ids"].is_nested
+        Engine().train_batch(mini_batch_td, functools.partial(lambda micro, config: None, config=actor))
+    assert len(seen) == 3
+    for i, stats in enumerate(seen):
+        rows = slice(i * mini, (i + 1) * mini)
+        fields = (data["old_log_probs"][rows], data["advantages"][rows], data["response_mask"][rows])
+        assert stats == scope.mini_batch_statistics(actor.policy_loss, *fields)

@@ -58,9 +58,10 @@ def run_study(out: Path, config: RunConfig, modes: tuple[str, ...] = MODE_NAMES,
 
 
 def format_table(summary: dict, pass_k: int) -> str:
-    columns = ["mode", "final_entropy", "final_pass@1", f"final_pass@{pass_k}", "a", "b", "r2", "ceiling"]
-    lines = ["  ".join(f"{c:>15}" for c in columns)]
+    columns = ["mode", "final_entropy", "entropy_last_third", "final_pass@1", f"final_pass@{pass_k}", "a", "b", "r2"]
+    lines = ["  ".join(f"{c:>18}" for c in columns)]
     for mode, row in summary["modes"].items():
         cells = [mode] + [row.get(c, "-") for c in columns[1:]]
-        lines.append("  ".join(f"{c:>15.4g}" if isinstance(c, float) else f"{c!s:>15}" for c in cells))
+        cells[2] = "{:.3g}-{:.3g}".format(*row["entropy_last_third"])
+        lines.append("  ".join(f"{c:>18.4g}" if isinstance(c, float) else f"{c!s:>18}" for c in cells))
     return "\n".join(lines)
