@@ -65,9 +65,10 @@ def selected_by_loss(micro: TensorDict, config) -> torch.Tensor:
     log_prob = micro["log_prob"].clone().requires_grad_()
     mask, advantages = micro["response_mask"], micro["advantages"]
     loss, _ = get_policy_loss_fn(config.policy_loss.loss_mode)(
-        micro["old_log_probs"], log_prob, advantages, mask, "token-sum", config
+        micro["old_log_probs"], log_prob, advantages, mask, "token-mean", config
     )
     (grad,) = torch.autograd.grad(loss, log_prob)
+    grad = grad * mask.sum().clamp(min=1)  # token-mean over this micro-batch -> per-token terms
     if config.policy_loss.loss_mode == "verl_cov.clip_cov":
         return mask & (grad == 0)
     plain = -advantages * torch.exp(log_prob.detach() - micro["old_log_probs"])

@@ -251,7 +251,10 @@ def test_hook_reads_the_mini_batches_verl_trainer_hands_the_engine():
         },
         batch_size=[BATCH],
     )
-    batch = left_right_2_no_padding(batch)
+    try:
+        batch = left_right_2_no_padding(batch)
+    except ImportError as error:  # verl 0.8.0 unpads with flash-attn, which a CPU machine lacks
+        pytest.skip(f"verl's left_right_2_no_padding needs {error.name} here")
     actor = config("verl_cov.kl_cov", "global", target_entropy=1.0)
     seen = []
 
