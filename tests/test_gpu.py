@@ -62,6 +62,6 @@ def test_global_scope_selects_on_cuda_what_it_selects_on_cpu(mode):
     old, _, adv, mask = random_batch(batch=16, length=1024, seed=4)
     config = actor_config(mode, selection_scope="global", kl_cov_ratio=0.01, clip_cov_ratio=0.01, clip_cov_lb=0.1)
     stats = scope.mini_batch_statistics(config.policy_loss, old, adv, mask)
-    cpu, _ = scope.selected_tokens(mode, config.policy_loss, old, adv, mask, stats)
-    cuda, _ = scope.selected_tokens(mode, config.policy_loss, old.cuda(), adv.cuda(), mask.cuda(), stats)
+    cpu, _ = scope.selected_tokens(mode, old, adv, mask, stats)
+    cuda, _ = scope.selected_tokens(mode, old.cuda(), adv.cuda(), mask.cuda(), stats)
     assert cpu.any() and torch.equal(cuda.cpu(), cpu)

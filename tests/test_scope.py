@@ -43,7 +43,7 @@ def distributed_runs(tmp_path_factory) -> dict[int, dict]:
 def statistics_and_selection(mode: str, actor, data):
     fields = (data["old_log_probs"], data["advantages"], data["response_mask"])
     stats = scope.mini_batch_statistics(actor.policy_loss, *fields)
-    selected, candidates = scope.selected_tokens(mode, actor.policy_loss, *fields, stats)
+    selected, candidates = scope.selected_tokens(mode, *fields, stats)
     return stats, selected, candidates
 
 
@@ -183,17 +183,8 @@ def test_a_resumed_process_selects_what_the_running_one_does():
     for mode in ("verl_cov.kl_cov", "verl_cov.clip_cov"):
         actor = config(mode, "global", target_entropy=2.5)
         for seed in range(3):  # earlier mini-batches
-            other = mini_batch(seed)
-            scope.mini_batch_statistics(
-                actor.policy_loss, other["old_log_probs"], other["advantages"], other["response_mask"]
-            )
-        data = mini_batch(seed=5)
-        stats = scope.mini_batch_statistics(
-            actor.policy_loss, data["old_log_probs"], data["advantages"], data["response_mask"]
-        )
-        selected, _ = scope.selected_tokens(
-            mode, actor.policy_loss, data["old_log_probs"], data["advantages"], data["response_mask"], stats
-        )
+            statistics_and_selection(mode, actor, mini_batch(seed))
+        stats, selected, _ = statistics_and_selection(mode, actor, mini_batch(seed=5))
         running[mode] = [stats.control.share, stats.threshold, selected.nonzero().tolist()]
     code = RESUMED.format(tests=str(Path(__file__).parent))
     fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -21,6 +21,7 @@ MODES = (CLIP_COV, KL_COV, VANILLA)
 MICRO_BATCH, GLOBAL = "micro_batch", "global"
 SCOPES = (MICRO_BATCH, GLOBAL)
 MAX_TARGET_GAIN = 50.0  # the share may grow by at most e^κ
+DEFAULT_TARGET_GAIN = 20.0
 
 
 class CovSettings(NamedTuple):
@@ -33,15 +34,22 @@ class CovSettings(NamedTuple):
     kl_cov_ratio: float
     ppo_kl_coef: float
     seed: int
-    selection_scope: str = MICRO_BATCH
-    target_entropy: float | None = None
-    target_gain: float = 20.0
-    target_adapts_beta: bool = False
+    selection_scope: str
+    target_entropy: float | None
+    target_gain: float
+    target_adapts_beta: bool
 
     @property
     def needs_mini_batch_statistics(self) -> bool:
         """Whether the loss needs ``verl_cov.scope`` statistics of the whole mini-batch."""
         return self.selection_scope == GLOBAL or self.target_entropy is not None
+
+    @property
+    def statistics_key(self) -> tuple[str, Any]:
+        """The key (and its value) that asks for mini-batch statistics, for error messages."""
+        if self.selection_scope == GLOBAL:
+            return "selection_scope", GLOBAL
+        return "target_entropy", self.target_entropy
 
 
 def _fail(key: str, value: Any, allowed: str) -> None:
@@ -69,7 +77,7 @@ def validate(policy_loss: Any) -> CovSettings:
         seed=policy_loss.get("seed", 0),
         selection_scope=policy_loss.get("selection_scope", MICRO_BATCH),
         target_entropy=policy_loss.get("target_entropy", None),
-        target_gain=_number("target_gain", policy_loss.get("target_gain", 20.0)),
+        target_gain=_number("target_gain", policy_loss.get("target_gain", DEFAULT_TARGET_GAIN)),
         target_adapts_beta=policy_loss.get("target_adapts_beta", False),
     )
     for key in ("clip_cov_ratio", "kl_cov_ratio"):
@@ -104,10 +112,7 @@ def _validate_extensions(settings: CovSettings, mode: Any) -> None:
         _fail("target_adapts_beta", True, "needs target_entropy to be set")
     if not settings.needs_mini_batch_statistics:
         return
-    if settings.selection_scope == GLOBAL:
-        key, value = "selection_scope", GLOBAL
-    else:
-        key, value = "target_entropy", settings.target_entropy
+    key, value = settings.statistics_key
     if mode == VANILLA:
         _fail(key, value, f"applies to {CLIP_COV} and {KL_COV} only; {VANILLA} selects no tokens")
     if not HAS_ENGINE_TRAIN_BATCH:
@@ -143,7 +148,7 @@ class CovPolicyLossConfig(PolicyLossConfig):
     seed: int = 0
     selection_scope: str = MICRO_BATCH
     target_entropy: float | None = None
-    target_gain: float = 20.0
+    target_gain: float = DEFAULT_TARGET_GAIN
     target_adapts_beta: bool = False
 
     def __post_init__(self) -> None:

@@ -5,7 +5,8 @@ data-parallel rank, before it splits the mini-batch into micro-batches; this is 
 all-reduces the mini-batch's token count. Wrapping it there gives the policy loss the statistics of
 the whole mini-batch (global selection scope, entropy target) with collectives that every rank
 issues exactly once per mini-batch. The wrapper reads the actor config from the loss function
-(``partial(ppo_loss, config=...)``) and does nothing unless that config asks for the statistics.
+(``partial(ppo_loss, config=...)``) and does nothing unless that config asks for the statistics
+(``scope.wanted``): the copy of the mini-batch's fields is made only then.
 """
 
 from __future__ import annotations
@@ -31,17 +32,17 @@ def with_mini_batch_statistics(train_batch: Callable) -> Callable:
     @functools.wraps(train_batch)
     def wrapped(self, data, loss_function, *args, **kwargs):
         policy_loss = _policy_loss_config(loss_function)
-        if policy_loss is None or not all(field in data.keys() for field in FIELDS):
+        if not scope.wanted(policy_loss) or not all(field in data.keys() for field in FIELDS):
             return train_batch(self, data, loss_function, *args, **kwargs)
         padded = data.select(*FIELDS).to_padded_tensor()  # verl's nested layout -> (batch, response_len)
-        statistics = scope.mini_batch(
+        statistics = scope.mini_batch_statistics(
             policy_loss,
             padded["old_log_probs"],
             padded["advantages"],
             padded["response_mask"],
             group=self.get_data_parallel_group(),
         )
-        with statistics:
+        with scope.active(statistics):
             return train_batch(self, data, loss_function, *args, **kwargs)
 
     wrapped.__verl_cov_wrapped__ = True

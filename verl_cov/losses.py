@@ -70,7 +70,7 @@ def compute_policy_loss_clip_cov(
     covariance = token_covariance(log_prob, advantages, mask)
     cov = covariance.cov
     if settings.selection_scope == GLOBAL:
-        I_clip, candidates = scope.selected_tokens(CLIP_COV, settings, old_log_prob, advantages, mask, stats)
+        I_clip, candidates = scope.selected_tokens(CLIP_COV, old_log_prob, advantages, mask, stats)
     else:
         candidates = mask & ~ratio_clipped & (cov >= lb) & (cov <= ub)
         generator = _selection_generator(settings.seed, mask.device)
@@ -119,7 +119,7 @@ def compute_policy_loss_kl_cov(
 
     covariance = token_covariance(log_prob, advantages, mask)
     if settings.selection_scope == GLOBAL:
-        I_KL, _ = scope.selected_tokens(KL_COV, settings, old_log_prob, advantages, mask, stats)
+        I_KL, _ = scope.selected_tokens(KL_COV, old_log_prob, advantages, mask, stats)
     else:
         generator = _selection_generator(settings.seed, mask.device)
         I_KL = top_k_tokens(covariance.cov, mask, stochastic_count(k, mask, generator), k)

@@ -37,7 +37,7 @@ import torch
 import torch.distributed as dist
 
 from verl_cov.collective import NO_KEY, all_reduce_sum, collective_device, kth_largest_key, ordered_keys
-from verl_cov.config import CLIP_COV, GLOBAL, KEY_PREFIX, CovSettings, validate
+from verl_cov.config import CLIP_COV, GLOBAL, KEY_PREFIX, KL_COV, CovSettings, validate
 from verl_cov.controller import Control, control
 
 PRIME = (1 << 31) - 1  # token_priority works modulo this prime, so no int64 product overflows
@@ -107,7 +107,7 @@ def _salt_and_uniform(seed: int, sums: tuple[float, float, float]) -> tuple[int,
 
 
 def _scored_tokens(
-    mode: str, settings: CovSettings, old_log_prob, advantages, mask, stats: MiniBatchStatistics
+    mode: str, old_log_prob, advantages, mask, stats: MiniBatchStatistics
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(priority, eligible): KL-Cov ranks every valid token by Cov_old, Clip-Cov ranks the tokens with
     Cov_old in [ω_low, ω_high] by their keyed hash."""
@@ -119,10 +119,10 @@ def _scored_tokens(
 
 
 def selected_tokens(
-    mode: str, settings: CovSettings, old_log_prob, advantages, mask, stats: MiniBatchStatistics
+    mode: str, old_log_prob, advantages, mask, stats: MiniBatchStatistics
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(selected, eligible) bool masks of a micro-batch in global scope: I_KL or I_clip, and the candidates."""
-    priority, eligible = _scored_tokens(mode, settings, old_log_prob, advantages, mask, stats)
+    priority, eligible = _scored_tokens(mode, old_log_prob, advantages, mask, stats)
     return eligible & (priority >= stats.threshold), eligible
 
 
@@ -159,7 +159,7 @@ def mini_batch_statistics(
     )
     if settings.selection_scope != GLOBAL:
         return stats
-    priority, eligible = _scored_tokens(mode, settings, old_log_prob, advantages, mask, stats)
+    priority, eligible = _scored_tokens(mode, old_log_prob, advantages, mask, stats)
     n_eligible = int(all_reduce_sum(eligible.sum().view(1), group))
     count = min(math.floor(stats.control.share * n_valid + u), n_eligible)  # E[count] = share·N (stochastic rounding)
     threshold = NO_KEY if count == 0 else kth_largest_key(priority, eligible, count, group)
@@ -176,12 +176,20 @@ def active(stats: MiniBatchStatistics) -> Iterator[MiniBatchStatistics]:
         _ACTIVE.reset(token)
 
 
+def wanted(policy_loss: Any) -> bool:
+    """Whether a policy-loss config (None: no policy loss) is a verl-cov Clip-Cov or KL-Cov config that
+    asks for mini-batch statistics; verl's own modes and ``verl_cov.vanilla`` never do."""
+    if policy_loss is None or policy_loss.get("loss_mode") not in (CLIP_COV, KL_COV):
+        return False
+    return validate(policy_loss).needs_mini_batch_statistics
+
+
 def mini_batch(
     policy_loss: Any, old_log_prob, advantages, response_mask, group=None
 ) -> contextlib.AbstractContextManager:
     """Context for training one mini-batch: computes and activates its statistics when the policy-loss
     config asks for them (global scope or an entropy target), and does nothing otherwise."""
-    if not validate(policy_loss).needs_mini_batch_statistics:
+    if not wanted(policy_loss):
         return contextlib.nullcontext()
     return active(mini_batch_statistics(policy_loss, old_log_prob, advantages, response_mask, group))
 
@@ -193,7 +201,7 @@ def current(settings: CovSettings) -> MiniBatchStatistics | None:
         return None
     stats = _ACTIVE.get()
     if stats is None:
-        key = "selection_scope" if settings.selection_scope == GLOBAL else "target_entropy"
+        key, _ = settings.statistics_key
         raise RuntimeError(
             f"{KEY_PREFIX}.{key} needs statistics of the whole mini-batch, which verl-cov computes around "
             "verl's engine train_batch (verl >= 0.8) or in verl_cov.scope.mini_batch(...); none is active"
