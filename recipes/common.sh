@@ -30,7 +30,7 @@ case "$LOGGER" in console|file|none|"") LOGGERS="[console,file]" ;; *) LOGGERS="
 export VERL_FILE_LOGGER_PATH=${VERL_FILE_LOGGER_PATH:-$OUT_DIR/$EXPERIMENT.jsonl}
 
 ARGS=(
-  --config-path="$RECIPES_DIR/config" --config-name=verl_cov_trainer
+  --config-path="$("$PYTHON" -m verl_cov.cli config-path)" --config-name=verl_cov_trainer
   # GRPO advantages, no KL anywhere (paper: no KL loss, no KL in reward)
   algorithm.adv_estimator=grpo
   algorithm.use_kl_in_reward=False
@@ -72,7 +72,7 @@ ARGS=(
   actor_rollout_ref.rollout.val_kwargs.do_sample=False
   actor_rollout_ref.rollout.val_kwargs.n=1
   # reward: math-verify on the final answer
-  reward.custom_reward_function.path="$REPO_DIR/verl_cov/math_reward.py"
+  reward.custom_reward_function.path=pkg://verl_cov.recipes.math_reward
   reward.custom_reward_function.name=compute_score
   # trainer
   trainer.logger="$LOGGERS"

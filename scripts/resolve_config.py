@@ -34,7 +34,15 @@ def split_args(argv: list[str]) -> tuple[Path, str, list[str]]:
     return config_path, config_name, overrides
 
 
-def main(argv: list[str]) -> int:
+def root_cause(error: BaseException) -> BaseException:
+    """The innermost cause: Hydra wraps a config class's ValueError in its own instantiation errors."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
+def check(argv: list[str]):
+    """The composed, resolved config, after the checks ``main_ppo`` runs before Ray starts."""
     config_path, config_name, overrides = split_args(argv)
     with initialize_config_dir(config_dir=str(config_path), version_base=None):
         config = compose(config_name=config_name, overrides=overrides)
@@ -42,6 +50,16 @@ def main(argv: list[str]) -> int:
     validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     actor = omega_conf_to_dataclass(config.actor_rollout_ref.actor)
     omega_conf_to_dataclass(config.algorithm)
+    return config, actor
+
+
+def main(argv: list[str]) -> int:
+    try:
+        config, actor = check(argv)
+    except Exception as error:  # one line, as main_ppo's own check would stop the launch
+        cause = root_cause(error)
+        print(f"resolve_config: error: {type(cause).__name__}: {cause}", file=sys.stderr)
+        return 2
     print(f"# {config.trainer.experiment_name}: config resolved and validated")
     print(f"# actor policy_loss as {type(actor.policy_loss).__module__}.{type(actor.policy_loss).__name__}")
     print(f"# loggers {list(config.trainer.logger)}, file log {os.environ.get('VERL_FILE_LOGGER_PATH')}")

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Ruff, then the fast test suite once per tested verl version, each in its own venv:
-# 0.9.1 (engine ppo_loss) and 0.7.1 (legacy dp_actor). No GPU, no downloads of models or data.
+# Ruff, then per tested verl version, each in its own venv: the fast suite, then the end-to-end suite
+# (verl's own trainer, python -m verl.trainer.main_ppo, on CPU). verl 0.9.1 (engine workers, v0 and v1
+# trainers) and 0.7.1 (legacy dp_actor). No GPU, no download of models or data. Extra arguments go to
+# both pytest calls; E2E=0 skips the end-to-end suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 read -r -a versions <<< "${VERL_VERSIONS:-0.9.1 0.7.1}"
@@ -11,6 +13,10 @@ for version in "${versions[@]}"; do
   if [ "$version" = "${versions[0]}" ]; then
     "$VENV/bin/ruff" check .
   fi
-  "$VENV/bin/python" -m pytest -q -p no:cacheprovider -m "not slow and not gpu" "$@" || status=1
+  "$VENV/bin/python" -m pytest -q -p no:cacheprovider -m "not slow and not gpu and not e2e" "$@" || status=1
+  if [ "${E2E:-1}" != 0 ]; then
+    echo "=== verl $version: end to end"
+    "$VENV/bin/python" -m pytest -q -p no:cacheprovider -m e2e tests/e2e "$@" || status=1
+  fi
 done
 exit $status

@@ -1,10 +1,11 @@
+import sys
+
 import pytest
 import torch
 from verl.workers.config import FSDPActorConfig
 
-import verl_cov  # noqa: F401  (registers the modes)
+from verl_cov import plugin  # noqa: F401  registers the modes, as verl's entry point does in every process
 from verl_cov.config import CovPolicyLossConfig
-from verl_cov.selection import generator_for
 
 
 def actor_config(loss_mode: str = "verl_cov.kl_cov", clip_ratio: float = 0.2, **policy_loss) -> FSDPActorConfig:
@@ -20,14 +21,6 @@ def actor_config(loss_mode: str = "verl_cov.kl_cov", clip_ratio: float = 0.2, **
     )
 
 
-@pytest.fixture(autouse=True)
-def fresh_streams():
-    """Every test starts each (seed, device) random stream from its seed."""
-    generator_for.cache_clear()
-    yield
-    generator_for.cache_clear()
-
-
 def random_batch(batch=4, length=16, seed=0, masked_share=0.25, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     log_prob = -torch.rand(batch, length, generator=g) * 4
@@ -36,3 +29,19 @@ def random_batch(batch=4, length=16, seed=0, masked_share=0.25, dtype=torch.floa
     mask = torch.rand(batch, length, generator=g) >= masked_share
     mask[0, 0] = True
     return old_log_prob.to(dtype), log_prob.to(dtype).requires_grad_(), advantages.to(dtype), mask
+
+
+def pytest_collection_modifyitems(items):
+    """Every test under tests/e2e runs verl's own trainer: marker ``e2e``."""
+    for item in items:
+        if "/tests/e2e/" in str(item.fspath).replace("\\", "/"):
+            item.add_marker(pytest.mark.e2e)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Wall time and peak memory of each trainer run of the e2e suite."""
+    runs = sys.modules.get("trainer_runs")
+    if runs is not None and runs.STATS:
+        terminalreporter.section("verl trainer runs: wall time and peak memory of the process tree")
+        for stat in runs.STATS:
+            terminalreporter.write_line(f"{stat['run']:<44} {stat['seconds']:>7.1f} s {stat['peak_gib']:>6.2f} GiB")

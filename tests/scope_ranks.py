@@ -20,7 +20,7 @@ from conftest import actor_config
 from tensordict import TensorDict
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
 
-import verl_cov  # noqa: F401  (registers the modes)
+from verl_cov import plugin  # noqa: F401  registers the modes
 from verl_cov.engine_hook import with_mini_batch_statistics
 
 BATCH, LENGTH = 12, 40

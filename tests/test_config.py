@@ -1,5 +1,7 @@
 """CovPolicyLossConfig: built by verl's own Hydra config path, validated at build time."""
 
+import re
+
 import pytest
 import torch
 from conftest import random_batch
@@ -43,11 +45,15 @@ BAD = [
     ("kl_cov_ratio", "-0.1", "(0, 1]"),
     ("kl_cov_ratio", "0", "(0, 1]"),
     ("clip_cov_lb", "5.0", "< clip_cov_ub"),
-    ("ppo_kl_coef", "-1", ">= 0"),
+    ("ppo_kl_coef", "-1", "[0, 1e+06]"),
+    ("ppo_kl_coef", "1e39", "[0, 1e+06]"),
     ("kl_cov_ratio", "nan", "finite number"),
     ("clip_cov_ratio", "abc", "finite number"),
     ("seed", "-3", "[0, 2**63)"),
-    ("loss_mode", "verl_cov.klcov", "verl_cov.kl_cov"),
+    ("loss_mode", "verl_cov.klcov", "did you mean verl_cov.kl_cov"),
+    ("loss_mode", "verl-cov.kl_cov", "did you mean verl_cov.kl_cov"),
+    ("loss_mode", "VERL_COV.kl_cov", "did you mean verl_cov.kl_cov"),
+    ("loss_mode", "bogus", "is not a registered policy loss"),
     ("selection_scope", "everywhere", "micro_batch, global"),
     ("target_entropy", "0", "> 0 nats"),
     ("target_entropy", "-1.5", "> 0 nats"),
@@ -58,6 +64,32 @@ BAD = [
 
 
 NUMERIC_KEYS = ("clip_cov_ratio", "kl_cov_ratio", "clip_cov_lb", "ppo_kl_coef")
+
+
+@pytest.mark.parametrize(
+    "mode, key, value",
+    [
+        ("kl_cov", "target_entropy", "0.3"),
+        ("kl_cov", "selection_scope", "global"),
+        ("clip_cov", "seed", "3"),
+        ("vanilla", "target_gain", "5"),
+        ("verl_cov.vanilla", "seed", "3"),
+        ("verl_cov.clip_cov", "target_adapts_beta", "true"),
+    ],
+)
+def test_a_key_the_mode_would_ignore_is_refused(mode, key, value):
+    """verl's built-ins (and verl_cov.vanilla) read none of verl-cov's own keys: refused, not ignored all run."""
+    overrides = [f"{PREFIX}.loss_mode={mode}", f"{PREFIX}.{key}={value}"]
+    if key == "target_adapts_beta":
+        overrides.append(f"{PREFIX}.target_entropy=1.0")
+    with pytest.raises(Exception, match=rf"{PREFIX}\.{key}=.*would ignore it|{PREFIX}\.{key}=.*has no β") as error:
+        build_actor(overrides, overlay=True)
+    assert mode in str(error.value) or "β" in str(error.value)
+
+
+def test_the_defaults_pass_with_every_mode():
+    for mode in ("vanilla", "kl_cov", "clip_cov", "verl_cov.vanilla", "verl_cov.kl_cov", "verl_cov.clip_cov"):
+        assert build_actor([f"{PREFIX}.loss_mode={mode}"], overlay=True).policy_loss.loss_mode == mode
 
 
 @pytest.mark.parametrize("key, value, allowed", BAD)
@@ -74,7 +106,7 @@ def test_plain_verl_config_checks_the_same_ranges_on_first_use(key, value, allow
     policy_loss = PolicyLossConfig(loss_mode="verl_cov.kl_cov", **{key: float(value)})
     config = FSDPActorConfig(strategy="fsdp", rollout_n=1, ppo_micro_batch_size_per_gpu=1, policy_loss=policy_loss)
     for mode in ("verl_cov.clip_cov", "verl_cov.kl_cov"):
-        with pytest.raises(ValueError, match=allowed.replace("(", r"\(").replace("[", r"\[")):
+        with pytest.raises(ValueError, match=re.escape(allowed)):
             get_policy_loss_fn(mode)(*random_batch(), "token-mean", config)
 
 

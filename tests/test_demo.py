@@ -12,11 +12,11 @@ if not HAS_ENGINE_LOSS:
 
 from verl_cov.cli import main  # noqa: E402
 from verl_cov.config import CovPolicyLossConfig  # noqa: E402
-from verl_cov.demo import task  # noqa: E402
-from verl_cov.demo.modes import PAPER_CLIP_COV_RATIO, PAPER_KL_COV_RATIO, actor_config, token_scale  # noqa: E402
-from verl_cov.demo.policy import build_policy, sample  # noqa: E402
-from verl_cov.demo.rl import PERF_KEY, RunConfig, Study, evaluate  # noqa: E402
-from verl_cov.demo.study import run_study  # noqa: E402
+from verl_cov.study import task  # noqa: E402
+from verl_cov.study.modes import PAPER_CLIP_COV_RATIO, PAPER_KL_COV_RATIO, actor_config, token_scale  # noqa: E402
+from verl_cov.study.policy import build_policy, sample  # noqa: E402
+from verl_cov.study.rl import PERF_KEY, RunConfig, Study, evaluate  # noqa: E402
+from verl_cov.study.runs import run_study  # noqa: E402
 
 
 @pytest.mark.parametrize(

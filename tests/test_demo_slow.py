@@ -9,8 +9,8 @@ from verl_support import HAS_ENGINE_LOSS
 if not HAS_ENGINE_LOSS:
     pytest.skip("the CPU study drives verl's engine ppo_loss (verl >= 0.7)", allow_module_level=True)
 
-from verl_cov.demo.rl import RunConfig  # noqa: E402
-from verl_cov.demo.study import run_study  # noqa: E402
+from verl_cov.study.rl import RunConfig  # noqa: E402
+from verl_cov.study.runs import run_study  # noqa: E402
 
 SEEDS = (0, 1, 2)
 
@@ -52,7 +52,7 @@ def test_the_law_fits(studies, mode):
 def test_entropy_target_holds_a_band_where_fixed_shares_drift(studies, mode):
     """Over the last third of the run the target modes stay near H* on every seed (measured within
     [0.5, 1.1]·H*, asserted with a little slack); the same method with a fixed share ends below H*/2."""
-    from verl_cov.demo.modes import TARGET_ENTROPY
+    from verl_cov.study.modes import TARGET_ENTROPY
 
     for seed in SEEDS:
         low, high = studies[seed]["modes"][mode]["entropy_last_third"]

@@ -10,7 +10,7 @@ from verl.trainer.ppo.core_algos import get_policy_loss_fn
 
 from verl_cov.covariance import token_covariance
 from verl_cov.metrics import mechanism_metrics, selection_metrics
-from verl_cov.selection import generator_for, random_tokens, stochastic_count, top_k_tokens
+from verl_cov.selection import batch_uniform, random_tokens, salt_of, stochastic_count, token_keys, top_k_tokens
 
 pytestmark = [
     pytest.mark.gpu,
@@ -20,24 +20,26 @@ pytestmark = [
 
 def test_selection_and_metrics_make_no_host_sync():
     old, log_prob, adv, mask = (t.cuda() for t in random_batch(batch=32, length=2048))
-    generator = generator_for(0, log_prob.device)
+    salt = salt_of(0)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         covariance = token_covariance(log_prob, adv, mask)
-        count = stochastic_count(2e-3, mask, generator)
+        keys = token_keys(old, adv, salt)
+        count = stochastic_count(2e-3, mask, batch_uniform(keys, mask))
         top = top_k_tokens(covariance.cov, mask, count, 2e-3)
-        drawn = random_tokens(mask & (covariance.cov > 0), count, 2e-3, generator)
+        drawn = random_tokens(mask & (covariance.cov > 0), count, 2e-3, keys)
         mechanism_metrics(log_prob, old, adv, mask, covariance)
         selection_metrics(log_prob, adv, covariance.n_valid, top | drawn)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 
 
-@pytest.mark.parametrize("mode", ["verl_cov.kl_cov", "verl_cov.vanilla"])
+@pytest.mark.parametrize("mode", ["verl_cov.kl_cov", "verl_cov.clip_cov", "verl_cov.vanilla"])
 def test_cuda_matches_cpu(mode):
+    """The selection's hash is integer arithmetic: the same tokens on either device, whatever the mode."""
     cpu = random_batch(batch=8, length=512, seed=3)
-    config = actor_config(mode, kl_cov_ratio=5 / int(cpu[3].sum()))  # k·N = 5: no random rounding
+    config = actor_config(mode, kl_cov_ratio=0.01, clip_cov_ratio=0.01, clip_cov_lb=0.1)
     cpu_loss, cpu_metrics = get_policy_loss_fn(mode)(*cpu, "token-mean", config)
     (cpu_grad,) = torch.autograd.grad(cpu_loss, cpu[1])
     cuda = [t.detach().cuda() for t in cpu]

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from synthetic_logs import PERF_KEY, STEPS, VAL_EVERY, WRITERS, A, B, synthetic_run, write_jsonl
 
-from verl_cov.law import fit_law, fit_run, law
-from verl_cov.logs import LogError, read_log
+from verl_cov.analysis.law import fit_law, fit_run, law
+from verl_cov.analysis.logs import LogError, read_log
 
 
 @pytest.mark.parametrize("fmt", sorted(WRITERS))

@@ -59,6 +59,17 @@ def test_a_stale_key_fails_the_dry_run():
     assert result.returncode != 0 and "not_a_key" in result.stderr
 
 
+def test_a_mistyped_loss_mode_fails_the_dry_run_naming_the_close_match():
+    result = dry_run(SCRIPTS[0], "actor_rollout_ref.actor.policy_loss.loss_mode=verl-cov.kl_cov")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "loss_mode='verl-cov.kl_cov' is not a registered policy loss: did you mean verl_cov.kl_cov?" in result.stderr
+
+
 def test_a_bad_value_fails_the_dry_run():
     result = dry_run(RECIPES / "qwen2.5-7b-kl_cov.sh", KL_COV_RATIO="0")
-    assert result.returncode != 0 and "kl_cov_ratio=0.0 is out of range" in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("resolve_config: error:")]
+    assert errors == [
+        "resolve_config: error: ValueError: actor_rollout_ref.actor.policy_loss.kl_cov_ratio=0 is out of range: "
+        "must be (0, 1]"
+    ]

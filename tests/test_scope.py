@@ -191,13 +191,14 @@ def test_a_resumed_process_selects_what_the_running_one_does():
     assert json.loads(fresh.strip().splitlines()[-1]) == json.loads(json.dumps(running))
 
 
-def test_config_asking_for_statistics_wraps_verl_engine_train_batch_once():
+def test_the_plugin_wraps_verl_engine_train_batch_once():
     from verl.workers.engine.base import BaseEngine
 
-    config("verl_cov.kl_cov", "global")
+    from verl_cov import engine_hook
+
     wrapped = BaseEngine.train_batch
     assert getattr(wrapped, "__verl_cov_wrapped__", False)
-    config("verl_cov.clip_cov", "micro_batch", target_entropy=1.0)
+    engine_hook.install()
     assert BaseEngine.train_batch is wrapped  # idempotent
 
 

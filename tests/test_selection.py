@@ -1,4 +1,4 @@
-"""verl_cov.selection: unbiased counts, uniform draws, seeded reproducibility, exact top-k."""
+"""verl_cov.selection: unbiased counts, uniform draws, reproducibility from (seed, tokens) alone, exact top-k."""
 
 import math
 
@@ -7,15 +7,49 @@ import torch
 from conftest import actor_config
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
 
-from verl_cov.selection import generator_for, random_tokens, selection_bound, stochastic_count, top_k_tokens
+from verl_cov.selection import (
+    batch_uniform,
+    random_tokens,
+    salt_of,
+    selection_bound,
+    stochastic_count,
+    token_keys,
+    top_k_tokens,
+)
+
+
+def random_tokens_of(seed: int, shape=(4, 16)) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return -torch.rand(shape, generator=g) * 4, torch.randn(shape, generator=g)
+
+
+def test_batch_uniform_is_uniform_over_batches_and_seeds():
+    """u, the stochastic-rounding draw, is a hash of the batch's keys: uniform on [0, 1) over batches."""
+    draws = []
+    for seed in range(2000):
+        old_log_prob, advantages = random_tokens_of(seed)
+        keys = token_keys(old_log_prob, advantages, salt_of(seed % 7))
+        draws.append(float(batch_uniform(keys, torch.ones_like(keys, dtype=torch.bool))))
+    draws = torch.tensor(draws)
+    assert 0 <= draws.min() and draws.max() < 1
+    histogram = torch.histc(draws, bins=10, min=0, max=1)
+    assert (histogram - 200).abs().max() < 5 * math.sqrt(200 * 0.9)  # 5 sigma of a binomial bin
+
+
+def test_keys_depend_on_seed_and_token_not_on_where_the_token_sits():
+    old_log_prob, advantages = random_tokens_of(0)
+    keys = token_keys(old_log_prob, advantages, salt_of(3))
+    assert torch.equal(token_keys(old_log_prob[2:], advantages[2:], salt_of(3)), keys[2:])  # another split
+    assert not torch.equal(token_keys(old_log_prob, advantages, salt_of(4)), keys)
+    assert ((keys >= 0) & (keys < 2**31)).all() and keys.unique().numel() == keys.numel()
 
 
 @pytest.mark.parametrize("n_valid, ratio", [(2000, 2e-4), (37, 0.01), (50_000, 2e-4), (1000, 0.0123), (10, 1.0)])
 def test_stochastic_count_is_unbiased(n_valid, ratio):
     mask = torch.zeros(n_valid + 5, dtype=torch.bool)
     mask[:n_valid] = True
-    generator = torch.Generator().manual_seed(0)
-    counts = torch.stack([stochastic_count(ratio, mask, generator) for _ in range(4000)]).double()
+    uniform = torch.rand(4000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    counts = torch.stack([stochastic_count(ratio, mask, u) for u in uniform]).double()
     target = ratio * n_valid
     assert set(counts.unique().tolist()) <= {math.floor(target), math.floor(target) + 1}
     spread = math.sqrt((target % 1) * (1 - target % 1) / 4000) + 1e-9
@@ -34,9 +68,9 @@ def test_random_tokens_draws_uniformly_among_candidates():
     candidates[1, 2:7] = True
     candidates[3, 0] = True  # 6 candidates, 2 drawn per call
     hits = torch.zeros(4, 10)
-    generator = torch.Generator().manual_seed(1)
-    for _ in range(3000):
-        chosen = random_tokens(candidates, torch.tensor(2), 0.05, generator)
+    old_log_prob, advantages = random_tokens_of(1, shape=(4, 10))
+    for seed in range(3000):
+        chosen = random_tokens(candidates, torch.tensor(2), 0.05, token_keys(old_log_prob, advantages, salt_of(seed)))
         assert chosen.sum() == 2 and not (chosen & ~candidates).any()
         hits += chosen
     share = hits[candidates] / 3000
@@ -46,7 +80,7 @@ def test_random_tokens_draws_uniformly_among_candidates():
 def test_random_tokens_takes_all_when_fewer_candidates_than_count():
     candidates = torch.zeros(3, 5, dtype=torch.bool)
     candidates[0, 1] = candidates[2, 4] = True
-    chosen = random_tokens(candidates, torch.tensor(4), 0.3, torch.Generator().manual_seed(0))
+    chosen = random_tokens(candidates, torch.tensor(4), 0.3, token_keys(*random_tokens_of(0, (3, 5)), salt_of(0)))
     assert torch.equal(chosen, candidates)
 
 
@@ -64,10 +98,10 @@ def test_top_k_tokens_matches_sorting():
 
 def test_empty_inputs():
     empty = torch.zeros(0, 0, dtype=torch.bool)
-    g = torch.Generator().manual_seed(0)
-    assert stochastic_count(0.5, empty, g) == 0
+    keys = token_keys(torch.zeros(0, 0), torch.zeros(0, 0), salt_of(0))
+    assert stochastic_count(0.5, empty, batch_uniform(keys, empty)) == 0
     assert top_k_tokens(torch.zeros(0, 0), empty, torch.tensor(0), 0.5).shape == (0, 0)
-    assert random_tokens(empty, torch.tensor(0), 0.5, g).shape == (0, 0)
+    assert random_tokens(empty, torch.tensor(0), 0.5, keys).shape == (0, 0)
 
 
 def _clip_cov_cut(seed: int, ratio: float = 0.02, length: int = 512) -> torch.Tensor:
@@ -85,10 +119,10 @@ def _clip_cov_cut(seed: int, ratio: float = 0.02, length: int = 512) -> torch.Te
 
 
 def test_same_seed_same_tokens_other_seed_other_tokens():
+    """The selection is a function of (seed, tokens): repeated calls in one process agree (no stream
+    advances between them, so a run resumed from a checkpoint selects what the uninterrupted run did)."""
     first = _clip_cov_cut(seed=5)
-    generator_for.cache_clear()
     again = _clip_cov_cut(seed=5)
-    generator_for.cache_clear()
     other = _clip_cov_cut(seed=6)
     assert first.sum() > 0
     assert torch.equal(first, again)

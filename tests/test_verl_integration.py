@@ -7,8 +7,6 @@ from verl.trainer.ppo.core_algos import get_policy_loss_fn
 from verl_hydra import build_actor
 from verl_support import HAS_ENGINE_LOSS
 
-from verl_cov.selection import generator_for
-
 pytestmark = pytest.mark.skipif(not HAS_ENGINE_LOSS, reason="verl < 0.7 has no workers/utils/losses.py::ppo_loss")
 PREFIX = "actor_rollout_ref.actor.policy_loss"
 
@@ -50,7 +48,6 @@ def test_ppo_loss_runs_our_mode_and_trains_a_tiny_model(mode, extra):
     loss.backward()
     via_verl = {name: p.grad.clone() for name, p in model.named_parameters()}
     model.zero_grad()
-    generator_for.cache_clear()
     mask = data["response_mask"].bool()
     direct, _ = get_policy_loss_fn(mode)(
         old, response_log_probs(model, prompts, responses, response_len), advantages, mask, actor.loss_agg_mode, actor

@@ -3,7 +3,7 @@
 import torch
 from tensordict import TensorDict
 
-from verl_cov.demo.policy import build_policy
+from verl_cov.study.policy import build_policy
 
 VOCAB = 64
 

@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 from verl.utils.config import omega_conf_to_dataclass
 
 VERL_CONFIG_DIR = Path(verl.__file__).parent / "trainer" / "config"
-OVERLAY_DIR = Path(__file__).resolve().parents[1] / "recipes" / "config"
+OVERLAY_DIR = Path(__file__).resolve().parents[1] / "verl_cov" / "hydra_config"
 
 
 # Every real launch sets a micro-batch size; verl's ActorConfig refuses to build without one.

@@ -1,28 +1,37 @@
-"""The one module that touches verl's API: version check, registry, config base class, aggregation.
+"""The one module that touches verl's API: version rule, registry, config base class, aggregation.
 
-Supported: verl 0.6.1 to 0.9.x. Up to 0.7.1 verl's FSDP actor calls the policy loss from
-``workers/actor/dp_actor.py``; from 0.8.0 from ``workers/utils/losses.py::ppo_loss``. Both call it
-with the same signature, so the only differences handled here are ``agg_loss`` (global-batch
-arguments from 0.7) and ``ActorConfig.global_batch_info`` (from 0.7).
+Up to 0.7.1 verl's FSDP actor calls the policy loss from ``workers/actor/dp_actor.py``; from 0.8.0 from
+``workers/utils/losses.py::ppo_loss``. Both call it with the same signature, so the only differences
+handled here are ``agg_loss`` (global-batch arguments from 0.7), ``ActorConfig.global_batch_info``
+(from 0.7), the engine workers' ``train_batch`` (from 0.8) and plugin discovery (from 0.9).
 """
 
 from __future__ import annotations
 
 import inspect
+import os
+import warnings
 from collections.abc import Callable
 
 import torch
 import verl
+from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-SUPPORTED = ">=0.6.1,<0.10"
-OLDEST, NEWEST_EXCLUDED = Version("0.6.1"), Version("0.10")
+# The one verl rule, also the requirement in pyproject.toml (a test keeps them equal): pip never
+# replaces a newer verl the user installed, and the import refuses only what cannot work.
+REQUIRES_VERL = ">=0.6.1"
+TESTED = ">=0.6.1,<0.10"  # CI runs 0.9.1 and 0.7.1; 0.6.1 and 0.8.0 by hand
+VERL = Version(verl.__version__)
 
 
 def check_version(installed: str) -> None:
-    """ImportError naming the installed and supported versions when verl is outside ``SUPPORTED``."""
-    if not OLDEST <= Version(installed) < NEWEST_EXCLUDED:
-        raise ImportError(f"verl-cov supports verl {SUPPORTED}; verl {installed} is installed")
+    """ImportError below ``REQUIRES_VERL``; a warning for a verl newer than the tested range."""
+    version = Version(installed)
+    if version not in SpecifierSet(REQUIRES_VERL, prereleases=True):
+        raise ImportError(f"verl-cov needs verl {REQUIRES_VERL}; verl {installed} is installed")
+    if not SpecifierSet(TESTED).contains(version, prereleases=True):
+        warnings.warn(f"verl-cov is tested on verl {TESTED}; verl {installed} is newer and untested", stacklevel=2)
 
 
 check_version(verl.__version__)
@@ -31,19 +40,48 @@ try:
     from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, agg_loss, get_policy_loss_fn
     from verl.workers.config import PolicyLossConfig
 except ImportError as error:  # the loss contract moved: a verl this module does not know
-    raise ImportError(
-        f"verl-cov supports verl {SUPPORTED}; verl {verl.__version__} lacks the policy-loss API ({error})"
-    ) from error
+    raise ImportError(f"verl-cov: verl {verl.__version__} lacks the policy-loss API it plugs into ({error})") from error
 
-__all__ = ["HAS_ENGINE_TRAIN_BATCH", "PolicyLossConfig", "aggregate", "register_once", "vanilla_policy_loss"]
+__all__ = [
+    "HAS_ENGINE_TRAIN_BATCH",
+    "PolicyLossConfig",
+    "aggregate",
+    "plugin_loading_hint",
+    "register_once",
+    "registered_policy_losses",
+    "vanilla_policy_loss",
+]
 
 # verl 0.6 aggregates over the micro-batch only; 0.7+ takes the global-batch normalisers.
 AGG_LOSS_TAKES_GLOBAL_BATCH = "batch_num_tokens" in inspect.signature(agg_loss).parameters
 
 # verl >= 0.8 trains through engine workers: one BaseEngine.train_batch call per mini-batch and rank,
-# which ``verl_cov.engine_hook`` wraps. Imported there, on demand: importing verl's engines warns about
-# every optional backend that is missing.
-HAS_ENGINE_TRAIN_BATCH = Version(verl.__version__) >= Version("0.8")
+# which ``verl_cov.engine_hook`` wraps.
+HAS_ENGINE_TRAIN_BATCH = VERL >= Version("0.8")
+
+# verl >= 0.9 imports every installed ``verl.plugins`` entry point on ``import verl``, in every process.
+HAS_ENTRY_POINTS = VERL >= Version("0.9")
+PLUGIN = "verl_cov.plugin"
+EXTERNAL_LIB = f"actor_rollout_ref.model.external_lib={PLUGIN}"
+
+
+def registered_policy_losses() -> list[str]:
+    return list(POLICY_LOSS_REGISTRY)
+
+
+def plugin_loading_hint() -> str | None:
+    """Why verl-cov's modes are missing in a process that should have them, and the fix; None where verl
+    loads plugins only in the workers (verl < 0.9: ``external_lib``), so the driver cannot tell."""
+    if not HAS_ENTRY_POINTS:
+        return None
+    policy = os.environ.get("VERL_USE_EXTERNAL_PLUGINS", "auto").strip().lower()
+    if policy == "none":
+        cause = "VERL_USE_EXTERNAL_PLUGINS=none switches verl's plugin discovery off"
+    elif policy != "auto" and "verl_cov" not in {name.strip() for name in policy.split(",")}:
+        cause = f"VERL_USE_EXTERNAL_PLUGINS={policy} leaves verl_cov out"
+    else:
+        cause = "verl could not import its verl.plugins entry point (see the warning above)"
+    return f"verl-cov's plugin did not load ({cause}). Add verl_cov to that list, or set {EXTERNAL_LIB}."
 
 
 def register_once(name: str, loss_fn: Callable) -> None:

@@ -1,48 +1,76 @@
-"""Config schema of the verl-cov policy-loss modes, validated when verl builds its actor config.
+"""Config schema of the verl-cov policy-loss modes: the one place each knob's default and range live.
 
 Users select it with ``actor_rollout_ref.actor.policy_loss._target_=verl_cov.config.CovPolicyLossConfig``
-(or the overlay in ``recipes/config``); verl instantiates it with Hydra in the driver's config check,
-so a bad value stops the launch before Ray starts or a model loads.
+(or the packaged overlay, ``verl-cov config-path``). verl builds it with Hydra in the driver's config
+check, so a bad value, an unknown or unloaded loss mode, or a verl-cov key that the chosen mode would
+ignore stops the launch before Ray starts or a model loads. A plain verl ``PolicyLossConfig`` works too:
+``settings`` fills the keys it lacks with the defaults below and checks it on first use.
+
+A leaf module: it imports nothing of verl-cov but the verl adapter, and installs nothing.
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
 import math
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
 
-from verl_cov.compat import HAS_ENGINE_TRAIN_BATCH, PolicyLossConfig
+from verl_cov.compat import HAS_ENGINE_TRAIN_BATCH, PolicyLossConfig, plugin_loading_hint, registered_policy_losses
 
 KEY_PREFIX = "actor_rollout_ref.actor.policy_loss"
 CLIP_COV = "verl_cov.clip_cov"
 KL_COV = "verl_cov.kl_cov"
 VANILLA = "verl_cov.vanilla"
 MODES = (CLIP_COV, KL_COV, VANILLA)
+SELECTING_MODES = (CLIP_COV, KL_COV)
 MICRO_BATCH, GLOBAL = "micro_batch", "global"
 SCOPES = (MICRO_BATCH, GLOBAL)
-MAX_TARGET_GAIN = 50.0  # the share may grow by at most e^κ
-DEFAULT_TARGET_GAIN = 20.0
+MAX_TARGET_GAIN = 50.0  # φ stays within [e^-κ, e^κ]
+MAX_KL_COEF = 1e6  # with |log-ratio| <= 20 and φ <= e^50, β·φ·D_KL stays finite in float32
 
 
-class CovSettings(NamedTuple):
-    """The validated knobs, with the paper's symbols: r (clip_cov_ratio), ω_low/ω_high, k, β; then the
-    selection scope and the entropy target H* with its gain κ (``verl_cov.controller``)."""
+def knob(default: Any, symbol: str, allowed: str, meaning: str) -> Any:
+    """A config field with its paper symbol, allowed range and meaning (read by the checks and the README test)."""
+    return field(default=default, metadata={"symbol": symbol, "allowed": allowed, "meaning": meaning})
 
-    clip_cov_ratio: float
-    clip_cov_lb: float
-    clip_cov_ub: float
-    kl_cov_ratio: float
-    ppo_kl_coef: float
-    seed: int
-    selection_scope: str
-    target_entropy: float | None
-    target_gain: float
-    target_adapts_beta: bool
+
+@dataclass
+class CovPolicyLossConfig(PolicyLossConfig):
+    """verl's ``PolicyLossConfig`` with the paper's defaults (Cui et al. 2025, Sec. 4) and verl-cov's keys.
+
+    verl's own YAML sets ``ppo_kl_coef: 0.1``; with only ``_target_`` on the command line that value wins
+    over the paper's β = 1 here (the overlay sets the paper's values). ``seed``, ``selection_scope`` and
+    ``target_*`` are verl-cov's: they are not in verl's YAML, so set them with Hydra's ``+`` unless the
+    overlay is used.
+    """
+
+    clip_cov_ratio: float = knob(2e-4, "r", "(0, 1]", "share of valid tokens whose gradient Clip-Cov cuts")
+    clip_cov_lb: float = knob(1.0, "ω_low", "< clip_cov_ub", "lower covariance bound of Clip-Cov candidates")
+    clip_cov_ub: float = knob(5.0, "ω_high", "> clip_cov_lb", "upper covariance bound of Clip-Cov candidates")
+    kl_cov_ratio: float = knob(
+        2e-4, "k", "(0, 1]", "share of valid tokens KL-Cov penalises (paper: 2e-3 for 7B, 2e-4 for 32B)"
+    )
+    ppo_kl_coef: float = knob(1.0, "β", f"[0, {MAX_KL_COEF:g}]", "KL-Cov penalty coefficient")
+    seed: int = knob(0, "", "[0, 2**63)", "seed of the token-selection hash (same seed and tokens: same selection)")
+    selection_scope: str = knob(
+        MICRO_BATCH, "", "micro_batch, global", "`global`: select over the whole mini-batch on all ranks (verl >= 0.8)"
+    )
+    target_entropy: float | None = knob(
+        None, "H*", "> 0 nats, or null", "hold the entropy near H* nats per token (verl >= 0.8); null: off"
+    )
+    target_gain: float = knob(20.0, "κ", f"(0, {MAX_TARGET_GAIN:g}]", "the entropy controller's gain")
+    target_adapts_beta: bool = knob(False, "", "true or false", "KL-Cov with a target: scale β with the share")
+
+    def __post_init__(self) -> None:
+        getattr(super(), "__post_init__", lambda: None)()  # keep any check verl adds upstream
+        check(self)
 
     @property
     def needs_mini_batch_statistics(self) -> bool:
         """Whether the loss needs ``verl_cov.scope`` statistics of the whole mini-batch."""
-        return self.selection_scope == GLOBAL or self.target_entropy is not None
+        return self.loss_mode in SELECTING_MODES and (self.selection_scope == GLOBAL or self.target_entropy is not None)
 
     @property
     def statistics_key(self) -> tuple[str, Any]:
@@ -52,110 +80,112 @@ class CovSettings(NamedTuple):
         return "target_entropy", self.target_entropy
 
 
-def _fail(key: str, value: Any, allowed: str) -> None:
-    raise ValueError(f"{KEY_PREFIX}.{key}={value!r} is out of range: {allowed}")
+KNOBS = {f.name: f for f in fields(CovPolicyLossConfig) if "allowed" in f.metadata}
+# verl-cov's own keys (not in verl's PolicyLossConfig), which only Clip-Cov and KL-Cov read.
+OWN_KEYS = tuple(name for name in KNOBS if name not in {f.name for f in fields(PolicyLossConfig)})
 
 
-def _number(key: str, value: Any) -> float:
+def default(name: str) -> Any:
+    return KNOBS[name].default if KNOBS[name].default is not MISSING else None
+
+
+def _fail(key: str, value: Any, reason: str) -> None:
+    raise ValueError(f"{KEY_PREFIX}.{key}={value!r} is out of range: {reason}")
+
+
+def _allowed(key: str) -> str:
+    return f"must be {KNOBS[key].metadata['allowed']}" if key in KNOBS else ""
+
+
+def _number(config: Any, key: str) -> float:
+    value = config.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        _fail(key, value, "must be a finite number")
+        _fail(key, value, f"must be a finite number, {KNOBS[key].metadata['allowed']}")
     return float(value)
 
 
-def validate(policy_loss: Any) -> CovSettings:
-    """Check the verl-cov keys of a policy-loss config (ours, verl's, or a DictConfig).
-
-    A plain verl ``PolicyLossConfig`` has no ``seed``; it defaults to 0. Raises ``ValueError``
-    naming the full key, the value and the allowed range.
-    """
-    settings = CovSettings(
-        clip_cov_ratio=_number("clip_cov_ratio", policy_loss.get("clip_cov_ratio")),
-        clip_cov_lb=_number("clip_cov_lb", policy_loss.get("clip_cov_lb")),
-        clip_cov_ub=_number("clip_cov_ub", policy_loss.get("clip_cov_ub")),
-        kl_cov_ratio=_number("kl_cov_ratio", policy_loss.get("kl_cov_ratio")),
-        ppo_kl_coef=_number("ppo_kl_coef", policy_loss.get("ppo_kl_coef")),
-        seed=policy_loss.get("seed", 0),
-        selection_scope=policy_loss.get("selection_scope", MICRO_BATCH),
-        target_entropy=policy_loss.get("target_entropy", None),
-        target_gain=_number("target_gain", policy_loss.get("target_gain", DEFAULT_TARGET_GAIN)),
-        target_adapts_beta=policy_loss.get("target_adapts_beta", False),
-    )
+def _check_values(config: Any) -> None:
     for key in ("clip_cov_ratio", "kl_cov_ratio"):
-        if not 0 < getattr(settings, key) <= 1:
-            _fail(key, getattr(settings, key), "must be in (0, 1]")
-    if not settings.clip_cov_lb < settings.clip_cov_ub:
-        _fail("clip_cov_lb", settings.clip_cov_lb, f"must be < clip_cov_ub={settings.clip_cov_ub!r}")
-    if settings.ppo_kl_coef < 0:
-        _fail("ppo_kl_coef", settings.ppo_kl_coef, "must be >= 0")
-    if isinstance(settings.seed, bool) or not isinstance(settings.seed, int) or not 0 <= settings.seed < 2**63:
-        _fail("seed", settings.seed, "must be an integer in [0, 2**63)")
-    mode = policy_loss.get("loss_mode")
-    if isinstance(mode, str) and mode.startswith("verl_cov.") and mode not in MODES:
-        _fail("loss_mode", mode, f"verl-cov modes are {', '.join(MODES)}")
-    _validate_extensions(settings, mode)
-    return settings
-
-
-def _validate_extensions(settings: CovSettings, mode: Any) -> None:
-    """The beyond-the-paper keys: selection scope and entropy target."""
-    if settings.selection_scope not in SCOPES:
-        _fail("selection_scope", settings.selection_scope, f"must be one of {', '.join(SCOPES)}")
-    if settings.target_entropy is not None:
-        target = _number("target_entropy", settings.target_entropy)
-        if target <= 0:
-            _fail("target_entropy", target, "must be > 0 nats per token, or null to switch the target off")
-    if not 0 < settings.target_gain <= MAX_TARGET_GAIN:
-        _fail("target_gain", settings.target_gain, f"must be in (0, {MAX_TARGET_GAIN:g}]")
-    if not isinstance(settings.target_adapts_beta, bool):
-        _fail("target_adapts_beta", settings.target_adapts_beta, "must be true or false")
-    if settings.target_adapts_beta and settings.target_entropy is None:
+        if not 0 < _number(config, key) <= 1:
+            _fail(key, config.get(key), _allowed(key))
+    if not _number(config, "clip_cov_lb") < _number(config, "clip_cov_ub"):
+        _fail("clip_cov_lb", config.get("clip_cov_lb"), f"must be < clip_cov_ub={config.get('clip_cov_ub')!r}")
+    if not 0 <= _number(config, "ppo_kl_coef") <= MAX_KL_COEF:
+        _fail("ppo_kl_coef", config.get("ppo_kl_coef"), _allowed("ppo_kl_coef"))
+    seed = config.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        _fail("seed", seed, "must be an integer in [0, 2**63)")
+    if config.get("selection_scope") not in SCOPES:
+        _fail("selection_scope", config.get("selection_scope"), f"must be one of {', '.join(SCOPES)}")
+    if config.get("target_entropy") is not None and not _number(config, "target_entropy") > 0:
+        _fail("target_entropy", config.get("target_entropy"), "must be > 0 nats per token, or null to switch it off")
+    if not 0 < _number(config, "target_gain") <= MAX_TARGET_GAIN:
+        _fail("target_gain", config.get("target_gain"), _allowed("target_gain"))
+    if not isinstance(config.get("target_adapts_beta"), bool):
+        _fail("target_adapts_beta", config.get("target_adapts_beta"), "must be true or false")
+    if config.get("target_adapts_beta") and config.get("target_entropy") is None:
         _fail("target_adapts_beta", True, "needs target_entropy to be set")
-    if not settings.needs_mini_batch_statistics:
+
+
+def _check_mode(mode: Any) -> None:
+    """The loss mode is registered in this process (with verl >= 0.9 the plugin loads in every process
+    on ``import verl``, the driver's check included), or the error names the fix and the close matches."""
+    registered = registered_policy_losses()
+    if mode in registered:
         return
-    key, value = settings.statistics_key
-    if mode == VANILLA:
-        _fail(key, value, f"applies to {CLIP_COV} and {KL_COV} only; {VANILLA} selects no tokens")
-    if not HAS_ENGINE_TRAIN_BATCH:
-        _fail(key, value, "needs verl >= 0.8 (the engine workers, whose train_batch verl-cov wraps)")
+    if mode in MODES:
+        hint = plugin_loading_hint()
+        if hint is None:  # verl < 0.9: the driver never loads external_lib; the workers will, before this check
+            return
+        raise ValueError(f"{KEY_PREFIX}.loss_mode={mode!r} is not registered in this process: {hint}")
+    names = sorted({*registered, *MODES})
+    folded = {name.lower().replace("-", "_"): name for name in names}  # VERL_COV.kl_cov, verl-cov.kl_cov
+    key = str(mode).lower().replace("-", "_")
+    close = [key] if key in folded else difflib.get_close_matches(key, list(folded), n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(folded[name] for name in close)}? " if close else ""
+    raise ValueError(f"{KEY_PREFIX}.loss_mode={mode!r} is not a registered policy loss: {hint}registered: {names}")
 
 
-@dataclass
-class CovPolicyLossConfig(PolicyLossConfig):
-    """verl's ``PolicyLossConfig`` with the paper's defaults and a seed for the Clip-Cov draw.
+def _check_mode_uses_keys(config: Any, mode: Any) -> None:
+    """Refuse a verl-cov key that ``mode`` would silently ignore for the whole run."""
+    ignored = [key for key in OWN_KEYS if config.get(key, default(key)) != default(key)]
+    if mode not in SELECTING_MODES and ignored:
+        key = ignored[0]
+        owner = "verl-cov's own" if mode in MODES else "verl's own"
+        _fail(
+            key,
+            config.get(key),
+            f"applies to {CLIP_COV} and {KL_COV} only; loss_mode={mode!r} ({owner}) would ignore it",
+        )
+    if mode == CLIP_COV and config.get("target_adapts_beta"):
+        _fail("target_adapts_beta", True, f"applies to {KL_COV} only; {CLIP_COV} has no β")
+    needs_statistics = config.get("selection_scope") == GLOBAL or config.get("target_entropy") is not None
+    if mode in SELECTING_MODES and needs_statistics and not HAS_ENGINE_TRAIN_BATCH:
+        key = "selection_scope" if config.get("selection_scope") == GLOBAL else "target_entropy"
+        _fail(key, config.get(key), "needs verl >= 0.8 (the engine workers, whose train_batch verl-cov wraps)")
 
-    Args:
-        clip_cov_ratio (float): r, share of valid tokens Clip-Cov cuts, in (0, 1]. Paper: 2e-4.
-        clip_cov_lb (float): ω_low, lower covariance bound of Clip-Cov candidates. Paper: 1.
-        clip_cov_ub (float): ω_high, upper covariance bound, > clip_cov_lb. Paper: 5.
-        kl_cov_ratio (float): k, share of valid tokens KL-Cov penalises, in (0, 1]. Paper: 2e-4 (32B),
-            2e-3 (7B).
-        ppo_kl_coef (float): β, KL-Cov penalty coefficient, >= 0. Paper: 1 (verl's default is 0.1).
-        seed (int): seed of the token-selection random stream, in [0, 2**63).
-        selection_scope (str): ``micro_batch`` (the paper's code: Cov and the selection per micro-batch
-            and rank) or ``global`` (over the whole PPO mini-batch on all data-parallel ranks, the same
-            tokens whatever the split; see ``verl_cov.scope``).
-        target_entropy (float | None): H*, entropy in nats per token to hold; the share (and with
-            ``target_adapts_beta`` β) adapts each mini-batch (``verl_cov.controller``). None: off.
-        target_gain (float): κ, the controller's gain, in (0, 50]: the share is r·exp(κ·(H* − Ĥ)/H*).
-        target_adapts_beta (bool): KL-Cov: scale β by the same factor as the share.
-    """
 
-    clip_cov_ratio: float = 2e-4
-    clip_cov_lb: float = 1.0
-    clip_cov_ub: float = 5.0
-    kl_cov_ratio: float = 2e-4
-    ppo_kl_coef: float = 1.0
-    seed: int = 0
-    selection_scope: str = MICRO_BATCH
-    target_entropy: float | None = None
-    target_gain: float = DEFAULT_TARGET_GAIN
-    target_adapts_beta: bool = False
+def check(config: Any) -> None:
+    """Check a policy-loss config (ours, verl's, or a DictConfig); ``ValueError`` naming the full key, the
+    value and the allowed range, or the loss mode and its fix."""
+    _check_values(config)
+    mode = config.get("loss_mode")
+    _check_mode(mode)
+    _check_mode_uses_keys(config, mode)
 
-    def __post_init__(self) -> None:
-        getattr(super(), "__post_init__", lambda: None)()  # keep any check verl adds upstream
-        if validate(self).needs_mini_batch_statistics:
-            # Every verl process that builds this config (driver, each actor worker) trains its
-            # mini-batches inside verl_cov.scope from then on.
-            from verl_cov import engine_hook
 
-            engine_hook.install()
+@functools.lru_cache(maxsize=64)
+def _from_values(items: tuple[tuple[str, Any], ...]) -> CovPolicyLossConfig:
+    return CovPolicyLossConfig(**dict(items))
+
+
+def settings(policy_loss: Any) -> CovPolicyLossConfig:
+    """The checked verl-cov settings of a policy-loss config: ``policy_loss`` itself when it is ours
+    (checked when built), else a ``CovPolicyLossConfig`` from its values, keys it lacks taking the defaults
+    above (verl's ``ppo_kl_coef`` keeps verl's value), checked once per distinct set of values."""
+    if isinstance(policy_loss, CovPolicyLossConfig):
+        return policy_loss
+    items = (("loss_mode", policy_loss.get("loss_mode")),) + tuple(
+        (name, policy_loss.get(name, default(name))) for name in KNOBS
+    )
+    return _from_values(items)

@@ -1,4 +1,4 @@
-"""Clip-Cov and KL-Cov policy losses (Cui et al., arXiv 2505.22617, Sec. 4.2), in verl's loss signature.
+"""Clip-Cov and KL-Cov policy losses (Cui et al. 2025, Sec. 4), in verl's policy-loss signature.
 
 Both score each valid token by Cov(y_i) = (log π(y_i) − mean log π)(A(y_i) − mean A) and act on a small
 share of the tokens: Clip-Cov cuts the gradient of a random share of those with Cov in [ω_low, ω_high],
@@ -14,24 +14,14 @@ import torch
 
 from verl_cov import scope
 from verl_cov.compat import aggregate, vanilla_policy_loss
-from verl_cov.config import CLIP_COV, GLOBAL, KL_COV, validate
+from verl_cov.config import CLIP_COV, GLOBAL, KL_COV, settings
 from verl_cov.controller import configured
 from verl_cov.covariance import token_covariance
 from verl_cov.metrics import control_metrics, mean_over, mechanism_metrics, selection_metrics, to_floats
-from verl_cov.selection import generator_for, random_tokens, stochastic_count, top_k_tokens
+from verl_cov.selection import batch_uniform, random_tokens, salt_of, stochastic_count, token_keys, top_k_tokens
 
 # verl's vanilla PPO clamps the log-ratio to the same range so that exp() stays finite.
 LOG_RATIO_BOUND = 20.0
-
-
-def _rank() -> int:
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    return torch.distributed.get_rank() if distributed else 0
-
-
-def _selection_generator(seed: int, device: torch.device) -> torch.Generator:
-    # Each data-parallel rank draws from its own stream, seed + rank.
-    return generator_for(seed + _rank(), device)
 
 
 def compute_policy_loss_clip_cov(
@@ -52,9 +42,9 @@ def compute_policy_loss_clip_cov(
     after the forward) and the draw come from the whole mini-batch (``verl_cov.scope``); with an entropy
     target r and [ω_low, ω_high] come from the controller.
     """
-    settings = validate(config.policy_loss)
-    stats = scope.current(settings)
-    r, _, lb, ub = stats.control if stats else configured(settings.clip_cov_ratio, settings)
+    cfg = settings(config.policy_loss)
+    stats = scope.current(cfg)
+    r, _, lb, ub, _ = stats.control if stats else configured(cfg.clip_cov_ratio, cfg)
     mask = response_mask.bool()
     A = advantages.float()
     log_ratio = (log_prob.float() - old_log_prob.float()).clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND)
@@ -69,25 +59,26 @@ def compute_policy_loss_clip_cov(
 
     covariance = token_covariance(log_prob, advantages, mask)
     cov = covariance.cov
-    if settings.selection_scope == GLOBAL:
+    if cfg.selection_scope == GLOBAL:
         I_clip, candidates = scope.selected_tokens(CLIP_COV, old_log_prob, advantages, mask, stats)
     else:
-        candidates = mask & ~ratio_clipped & (cov >= lb) & (cov <= ub)
-        generator = _selection_generator(settings.seed, mask.device)
-        I_clip = random_tokens(candidates, stochastic_count(r, mask, generator), r, generator)
+        candidates = covariance.scored & ~ratio_clipped & (cov >= lb) & (cov <= ub)
+        keys = token_keys(old_log_prob, advantages, salt_of(cfg.seed))
+        count = stochastic_count(r, covariance.scored, batch_uniform(keys, covariance.scored))
+        I_clip = random_tokens(candidates, count, r, keys)
     pg_losses = torch.where(I_clip, 0.0, pg_losses)
 
     pg_loss = aggregate(pg_losses, mask, loss_agg_mode, config, rollout_is_weights)
 
     n_valid = covariance.n_valid.clamp(min=1)
     metrics = {
-        "actor/pg_clipfrac": ratio_clipped.sum() / n_valid,
-        "actor/ppo_kl": mean_over(-log_ratio, mask, n_valid),
+        "actor/pg_clipfrac": ratio_clipped.sum() / mask.sum().clamp(min=1),
+        "actor/ppo_kl": mean_over(-log_ratio, mask, mask.sum()),
         **mechanism_metrics(log_prob, old_log_prob, advantages, mask, covariance),
         **selection_metrics(log_prob, advantages, covariance.n_valid, I_clip),
         "actor/cov/candidate_frac": candidates.sum() / n_valid,
     }
-    return pg_loss, {**to_floats(metrics), **control_metrics(settings, stats, with_beta=False)}
+    return pg_loss, {**to_floats(metrics), **control_metrics(cfg, stats, with_beta=False)}
 
 
 def compute_policy_loss_kl_cov(
@@ -103,37 +94,38 @@ def compute_policy_loss_kl_cov(
     for t ∈ I_KL, where I_KL holds the top k·N tokens by Cov(y_t) and D_KL = |log π(y_t) − log π_old(y_t)|.
 
     There is no ratio clip. On a fully on-policy update (log π = log π_old) the KL term and its
-    gradient are zero; it acts from the second mini-batch or PPO epoch of a rollout batch on. With
-    ``selection_scope=global`` I_KL is the top k·N of the whole mini-batch (``verl_cov.scope``); with an
-    entropy target k (and optionally β) come from the controller.
+    gradient are zero; it acts from the second mini-batch or PPO epoch of a rollout batch on. The
+    log-ratio inside D_KL is bounded to ±20 like the one inside r_t, so a token sampled with
+    log π = −inf gives a finite loss. With ``selection_scope=global`` I_KL is the top k·N of the whole
+    mini-batch (``verl_cov.scope``); with an entropy target k (and optionally β) come from the controller.
     """
-    settings = validate(config.policy_loss)
-    stats = scope.current(settings)
-    k, beta, _, _ = stats.control if stats else configured(settings.kl_cov_ratio, settings)
+    cfg = settings(config.policy_loss)
+    stats = scope.current(cfg)
+    k, beta, _, _, _ = stats.control if stats else configured(cfg.kl_cov_ratio, cfg)
     mask = response_mask.bool()
     A = advantages.float()
-    log_ratio = log_prob.float() - old_log_prob.float()
-    bounded_log_ratio = log_ratio.clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND)
-    ratio = torch.exp(bounded_log_ratio)
+    log_ratio = (log_prob.float() - old_log_prob.float()).clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND)
+    ratio = torch.exp(log_ratio)
     D_KL = log_ratio.abs()
 
     covariance = token_covariance(log_prob, advantages, mask)
-    if settings.selection_scope == GLOBAL:
+    if cfg.selection_scope == GLOBAL:
         I_KL, _ = scope.selected_tokens(KL_COV, old_log_prob, advantages, mask, stats)
     else:
-        generator = _selection_generator(settings.seed, mask.device)
-        I_KL = top_k_tokens(covariance.cov, mask, stochastic_count(k, mask, generator), k)
+        keys = token_keys(old_log_prob, advantages, salt_of(cfg.seed))
+        count = stochastic_count(k, covariance.scored, batch_uniform(keys, covariance.scored))
+        I_KL = top_k_tokens(covariance.cov, covariance.scored, count, k)
     pg_losses = -A * ratio + torch.where(I_KL, beta * D_KL, 0.0)
 
     pg_loss = aggregate(pg_losses, mask, loss_agg_mode, config, rollout_is_weights)
 
     metrics = {
-        "actor/ppo_kl": mean_over(-bounded_log_ratio, mask, covariance.n_valid),
+        "actor/ppo_kl": mean_over(-log_ratio, mask, mask.sum()),
         **mechanism_metrics(log_prob, old_log_prob, advantages, mask, covariance),
         **selection_metrics(log_prob, advantages, covariance.n_valid, I_KL),
         "actor/cov/selected_kl_mean": mean_over(D_KL.detach(), I_KL, I_KL.sum()),
     }
-    return pg_loss, {**to_floats(metrics), **control_metrics(settings, stats, with_beta=True)}
+    return pg_loss, {**to_floats(metrics), **control_metrics(cfg, stats, with_beta=True)}
 
 
 def compute_policy_loss_vanilla_with_cov_metrics(
@@ -153,4 +145,4 @@ def compute_policy_loss_vanilla_with_cov_metrics(
     mask = response_mask.bool()
     covariance = token_covariance(log_prob, advantages, mask)
     metrics = mechanism_metrics(log_prob, old_log_prob, advantages, mask, covariance)
-    return pg_loss, {**pg_metrics, **to_floats(metrics)}
+    return pg_loss, {**to_floats(metrics), **pg_metrics}

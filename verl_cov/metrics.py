@@ -1,10 +1,11 @@
 """The ``actor/cov/...`` metrics: the entropy mechanism of a micro-batch, and what a method selected.
 
 Entropy change under a policy-gradient step follows the covariance between a token's log-probability
-and its advantage (paper-notes, "The mechanism"): dH ≈ −η·Cov(log π, π·A) for vanilla PG and
+and its advantage (Cui et al. 2025, Sec. 3): dH ≈ −η·Cov(log π, π·A) for vanilla PG and
 dH ≈ −η·Cov(log π, A) for natural PG. verl averages a loss's metrics over micro-batches and
 data-parallel ranks, then reduces them over mini-batches by key name (``max``/``min`` in the name
--> max/min, else mean). Every call returns the same keys, each finite, in one device-to-host copy.
+-> max/min, else mean). Every call returns the same keys, each finite, in one device-to-host copy;
+the statistics are taken over the valid tokens whose log π and A are finite.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import math
 
 import torch
 
-from verl_cov.config import CovSettings
-from verl_cov.covariance import TokenCovariance
+from verl_cov.config import CovPolicyLossConfig
+from verl_cov.covariance import TokenCovariance, finite_tokens
 from verl_cov.scope import MiniBatchStatistics
 
 UPPER_QUANTILE = 0.999  # near the share Clip-Cov and KL-Cov act on (k, r = 2e-4 .. 2e-3)
@@ -57,17 +58,18 @@ def mechanism_metrics(
         mask: (batch, response_len) bool valid tokens.
         covariance: ``token_covariance(log_prob, advantages, mask)``.
     """
-    cov, centred_log_prob, n_valid = covariance
+    cov, centred_log_prob, scored, n_valid = covariance
     n = n_valid.clamp(min=1)
     # Cov(x, z) = mean((x − mean x)·z): centring one factor is enough, z = π·A.
-    pi_times_A = torch.exp(log_prob.detach().float()) * advantages.float()
-    quantile, maximum = upper_tail(cov, mask, n_valid, UPPER_QUANTILE)
+    pi_times_A = torch.where(scored, torch.exp(log_prob.detach().float()) * advantages.float(), 0.0)
+    quantile, maximum = upper_tail(cov, scored, n_valid, UPPER_QUANTILE)
+    sampled = finite_tokens(mask, old_log_prob)
     return {
         "actor/cov/mean": cov.sum() / n,
         "actor/cov/pg_mean": (centred_log_prob * pi_times_A).sum() / n,
         "actor/cov/p999": quantile,
         "actor/cov/max": maximum,
-        "actor/cov/entropy_estimate": mean_over(-old_log_prob.float(), mask, n_valid),
+        "actor/cov/entropy_estimate": mean_over(-old_log_prob.float(), sampled, sampled.sum()),
     }
 
 
@@ -84,16 +86,21 @@ def selection_metrics(
     }
 
 
-def control_metrics(settings: CovSettings, stats: MiniBatchStatistics | None, with_beta: bool) -> dict[str, float]:
+def control_metrics(
+    config: CovPolicyLossConfig, stats: MiniBatchStatistics | None, with_beta: bool
+) -> dict[str, float]:
     """The mini-batch statistics the loss used (``verl_cov.scope``), when it used any: the share
-    selected, the measured entropy Ĥ, KL-Cov's β (``with_beta``), and the target H* when one is set."""
+    selected, the measured entropy Ĥ (0 for a mini-batch without a valid token), KL-Cov's β
+    (``with_beta``), and with a target H* and whether this mini-batch had to skip it."""
     if stats is None:
         return {}
-    metrics = {"actor/cov/share": stats.control.share, "actor/cov/batch_entropy": stats.entropy}
+    entropy = stats.entropy if math.isfinite(stats.entropy) else 0.0
+    metrics = {"actor/cov/share": stats.control.share, "actor/cov/batch_entropy": entropy}
     if with_beta:
         metrics["actor/cov/beta"] = stats.control.beta
-    if settings.target_entropy is not None:
-        metrics["actor/cov/target_entropy"] = settings.target_entropy
+    if config.target_entropy is not None:
+        metrics["actor/cov/target_entropy"] = config.target_entropy
+        metrics["actor/cov/target_skipped"] = float(stats.control.skipped)
     return metrics
 
 

@@ -19,8 +19,9 @@ hold different numbers of micro-batches without deadlock. In global scope a toke
 — the paper's Cov with π_old, the policy every rank knows before the forward passes (equal to π on
 the first mini-batch of a rollout batch). KL-Cov keeps the top k·N tokens by Cov_old; Clip-Cov draws
 r·N of the tokens with Cov_old in [ω_low, ω_high] uniformly, by ranking a keyed hash of each token
-(``token_priority``) that does not depend on where the token sits in the split. Tokens tied at the
-threshold are all kept (identical tokens of identical responses are selected together).
+(``verl_cov.selection.token_keys``) that does not depend on where the token sits in the split. Tokens
+tied at the threshold are all kept (identical tokens of identical responses are selected together).
+Tokens whose log π_old or A is not finite take no part in the statistics or the selection.
 """
 
 from __future__ import annotations
@@ -37,10 +38,10 @@ import torch
 import torch.distributed as dist
 
 from verl_cov.collective import NO_KEY, all_reduce_sum, collective_device, kth_largest_key, ordered_keys
-from verl_cov.config import CLIP_COV, GLOBAL, KEY_PREFIX, KL_COV, CovSettings, validate
+from verl_cov.config import CLIP_COV, GLOBAL, KEY_PREFIX, SELECTING_MODES, CovPolicyLossConfig, settings
 from verl_cov.controller import Control, control
-
-PRIME = (1 << 31) - 1  # token_priority works modulo this prime, so no int64 product overflows
+from verl_cov.covariance import finite_tokens
+from verl_cov.selection import PRIME, token_keys
 
 
 class MiniBatchStatistics(NamedTuple):
@@ -71,32 +72,10 @@ _ACTIVE: ContextVar[MiniBatchStatistics | None] = ContextVar("verl_cov_mini_batc
 def old_covariance(
     old_log_prob: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, stats: MiniBatchStatistics
 ) -> torch.Tensor:
-    """Cov_old(y_i), float32, 0 at masked positions; the same bits wherever the token sits."""
+    """Cov_old(y_i), float32, 0 outside ``mask``; the same bits wherever the token sits."""
     centred_log_prob = old_log_prob.detach().float() - stats.mean_log_prob
     centred_advantage = advantages.detach().float() - stats.mean_advantage
     return torch.where(mask, centred_log_prob * centred_advantage, 0.0)
-
-
-def _mix(h: torch.Tensor) -> torch.Tensor:
-    # Two multiply-mod-prime rounds with xor-shifts; every value stays below 2**31, products below 2**62.
-    h = (h ^ 0x2545F491) * 0x5BD1E995 % PRIME
-    h = h ^ (h >> 15)
-    h = h * 0x1B873593 % PRIME
-    return h ^ (h >> 13)
-
-
-def token_priority(old_log_prob: torch.Tensor, advantages: torch.Tensor, salt: int) -> torch.Tensor:
-    """A pseudo-random int64 in [0, 2**31) per token, keyed by ``salt`` and the token's own data
-    (its float32 log π_old and A and its position in the response), so the same token gets the same
-    priority in any micro-batch on any rank."""
-    low16 = 0xFFFF
-    log_prob_bits = old_log_prob.detach().float().view(torch.int32).long() & 0xFFFFFFFF
-    advantage_bits = advantages.detach().float().view(torch.int32).long() & 0xFFFFFFFF
-    position = torch.arange(old_log_prob.shape[-1], device=old_log_prob.device).expand_as(log_prob_bits)
-    h = torch.full_like(log_prob_bits, salt)
-    for word in (log_prob_bits & low16, log_prob_bits >> 16, advantage_bits & low16, advantage_bits >> 16, position):
-        h = _mix(h ^ word)
-    return h
 
 
 def _salt_and_uniform(seed: int, sums: tuple[float, float, float]) -> tuple[int, float]:
@@ -111,10 +90,11 @@ def _scored_tokens(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(priority, eligible): KL-Cov ranks every valid token by Cov_old, Clip-Cov ranks the tokens with
     Cov_old in [ω_low, ω_high] by their keyed hash."""
+    mask = finite_tokens(mask, old_log_prob, advantages)
     cov = old_covariance(old_log_prob, advantages, mask, stats)
     if mode == CLIP_COV:
         eligible = mask & (cov >= stats.control.clip_cov_lb) & (cov <= stats.control.clip_cov_ub)
-        return token_priority(old_log_prob, advantages, stats.salt), eligible
+        return token_keys(old_log_prob, advantages, stats.salt), eligible
     return ordered_keys(cov), mask
 
 
@@ -135,11 +115,11 @@ def mini_batch_statistics(
 ) -> MiniBatchStatistics:
     """Reduce this rank's part of a mini-batch ((batch, response_len) tensors) with the other ranks of
     ``group``. Every rank of ``group`` must call it once per mini-batch, before the micro-batch loop."""
-    settings = validate(policy_loss)
-    mode = policy_loss.get("loss_mode")
+    config = settings(policy_loss)
+    mode = config.loss_mode
     device = collective_device(group)
     old_log_prob, advantages = old_log_prob.to(device), advantages.to(device)
-    mask = response_mask.to(device).bool()
+    mask = finite_tokens(response_mask.to(device).bool(), old_log_prob, advantages)
     totals = torch.stack(
         [
             torch.where(mask, old_log_prob.double(), 0).sum(),
@@ -151,13 +131,13 @@ def mini_batch_statistics(
     n = max(n_valid, 1.0)
     mean_log_prob = float(torch.tensor(sum_log_prob / n, dtype=torch.float32))
     mean_advantage = float(torch.tensor(sum_advantage / n, dtype=torch.float32))
-    ratio = settings.clip_cov_ratio if mode == CLIP_COV else settings.kl_cov_ratio
-    entropy = -sum_log_prob / n
-    salt, u = _salt_and_uniform(settings.seed, (sum_log_prob, sum_advantage, n_valid))
+    ratio = config.clip_cov_ratio if mode == CLIP_COV else config.kl_cov_ratio
+    entropy = -sum_log_prob / n_valid if n_valid else math.nan
+    salt, u = _salt_and_uniform(config.seed, (sum_log_prob, sum_advantage, n_valid))
     stats = MiniBatchStatistics(
-        int(n_valid), mean_log_prob, mean_advantage, entropy, control(ratio, settings, entropy), None, salt
+        int(n_valid), mean_log_prob, mean_advantage, entropy, control(ratio, config, entropy), None, salt
     )
-    if settings.selection_scope != GLOBAL:
+    if config.selection_scope != GLOBAL:
         return stats
     priority, eligible = _scored_tokens(mode, old_log_prob, advantages, mask, stats)
     n_eligible = int(all_reduce_sum(eligible.sum().view(1), group))
@@ -179,9 +159,9 @@ def active(stats: MiniBatchStatistics) -> Iterator[MiniBatchStatistics]:
 def wanted(policy_loss: Any) -> bool:
     """Whether a policy-loss config (None: no policy loss) is a verl-cov Clip-Cov or KL-Cov config that
     asks for mini-batch statistics; verl's own modes and ``verl_cov.vanilla`` never do."""
-    if policy_loss is None or policy_loss.get("loss_mode") not in (CLIP_COV, KL_COV):
+    if policy_loss is None or policy_loss.get("loss_mode") not in SELECTING_MODES:
         return False
-    return validate(policy_loss).needs_mini_batch_statistics
+    return settings(policy_loss).needs_mini_batch_statistics
 
 
 def mini_batch(
@@ -194,14 +174,14 @@ def mini_batch(
     return active(mini_batch_statistics(policy_loss, old_log_prob, advantages, response_mask, group))
 
 
-def current(settings: CovSettings) -> MiniBatchStatistics | None:
-    """The active mini-batch's statistics, None when ``settings`` need none; a clear error when they
+def current(config: CovPolicyLossConfig) -> MiniBatchStatistics | None:
+    """The active mini-batch's statistics, None when ``config`` needs none; a clear error when they
     are needed and no mini-batch is active (e.g. the loss called outside verl's engine ``train_batch``)."""
-    if not settings.needs_mini_batch_statistics:
+    if not config.needs_mini_batch_statistics:
         return None
     stats = _ACTIVE.get()
     if stats is None:
-        key, _ = settings.statistics_key
+        key, _ = config.statistics_key
         raise RuntimeError(
             f"{KEY_PREFIX}.{key} needs statistics of the whole mini-batch, which verl-cov computes around "
             "verl's engine train_batch (verl >= 0.8) or in verl_cov.scope.mini_batch(...); none is active"

@@ -1,4 +1,4 @@
-"""The entropy–performance law R = −a·exp(H) + b (paper-notes, "The empirical law"), fitted with scipy.
+"""The entropy–performance law R = −a·exp(H) + b (Cui et al. 2025, Sec. 2), fitted by least squares.
 
 R(H = 0) = b − a is the ceiling a run reaches once its entropy is spent. Fitting the early steps only
 and scoring the prediction of the rest checks the paper's claim that the ceiling is predictable.
@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.optimize import curve_fit
 
-from verl_cov.logs import LogError, RunLog
+from verl_cov.analysis.logs import LogError, RunLog
 
 MIN_POINTS = 3
 
@@ -45,10 +44,9 @@ def fit_law(H: np.ndarray, R: np.ndarray) -> tuple[float, float]:
         raise LogError(f"only {len(H)} (entropy, performance) points to fit; need at least {MIN_POINTS}")
     if np.ptp(H) <= 1e-12 * max(1.0, float(np.abs(H).max())):
         raise LogError(f"entropy does not vary (H = {H[0]:.6g} at every point); the law cannot be fitted")
-    # The model is linear in (a, b): start curve_fit from the closed-form least-squares solution.
+    # The model is linear in (a, b): ordinary least squares on the design [−exp(H), 1].
     design = np.stack([-np.exp(H), np.ones_like(H)], axis=1)
-    start, *_ = np.linalg.lstsq(design, R, rcond=None)
-    (a, b), _ = curve_fit(law, H, R, p0=start)
+    (a, b), *_ = np.linalg.lstsq(design, R, rcond=None)
     return float(a), float(b)
 
 

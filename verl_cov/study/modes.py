@@ -22,6 +22,7 @@ import verl
 from hydra import compose, initialize_config_dir
 from verl.utils.config import omega_conf_to_dataclass
 
+from verl_cov import plugin  # noqa: F401  registers the modes, as verl's entry point does in a worker
 from verl_cov.compat import HAS_ENGINE_TRAIN_BATCH
 
 PAPER_CLIP_COV_RATIO = 2e-4
@@ -78,7 +79,7 @@ def actor_config(mode: str, seed: int, mini_batch_responses: int, samples_per_pr
     scale = token_scale(mini_batch_responses * response_len)
     overrides = [
         f"{POLICY_LOSS}._target_=verl_cov.config.CovPolicyLossConfig",
-        f"+{POLICY_LOSS}.seed={seed}",
+        *([f"+{POLICY_LOSS}.seed={seed}"] if mode != "grpo" else []),  # GRPO selects no tokens
         f"{ACTOR}.ppo_mini_batch_size={mini_batch_responses // samples_per_prompt}",
         f"{ACTOR}.ppo_micro_batch_size_per_gpu={mini_batch_responses}",
         f"actor_rollout_ref.rollout.n={samples_per_prompt}",

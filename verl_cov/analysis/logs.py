@@ -12,11 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from verl_cov.errors import UsageError
+
 STEP_COLUMNS = ("Step", "_step", "step", "global_step", "trainer/global_step")
 ENTROPY_KEYS = ("actor/entropy", "actor/cov/entropy_estimate")
 
 
-class LogError(ValueError):
+class LogError(UsageError):
     """A log that cannot be read, or a key it does not hold; the message is meant for the user."""
 
 

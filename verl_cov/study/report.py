@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from verl_cov.demo.rl import PERF_KEY
-from verl_cov.law import LawFit
-from verl_cov.logs import RunLog
-from verl_cov.plots import plot_compare, plt, save
+from verl_cov.analysis.law import LawFit
+from verl_cov.analysis.logs import RunLog
+from verl_cov.analysis.plots import plot_compare, plt, save
+from verl_cov.study.rl import PERF_KEY
 
 
 def plot_study(out: Path, runs: list[RunLog], fits: list[LawFit | None], pass_k: int) -> list[Path]:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from verl_cov.demo.modes import MODE_NAMES
-from verl_cov.demo.report import plot_study
-from verl_cov.demo.rl import PERF_KEY, RunConfig, train
-from verl_cov.law import LawFit, fit_run
-from verl_cov.logs import LogError, RunLog, read_log
+from verl_cov.analysis.law import LawFit, fit_run
+from verl_cov.analysis.logs import LogError, RunLog, read_log
+from verl_cov.study.modes import MODE_NAMES
+from verl_cov.study.report import plot_study
+from verl_cov.study.rl import PERF_KEY, RunConfig, train
 
 
 def summarise(run: RunLog, pass_k: int) -> tuple[dict, LawFit | None]:

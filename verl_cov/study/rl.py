@@ -17,10 +17,9 @@ from verl.utils.metric import reduce_metrics
 from verl.workers.utils.losses import ppo_loss
 
 from verl_cov import scope
-from verl_cov.demo import task
-from verl_cov.demo.modes import actor_config
-from verl_cov.demo.policy import build_policy, next_token_log_probs, sample
-from verl_cov.selection import generator_for
+from verl_cov.study import task
+from verl_cov.study.modes import actor_config
+from verl_cov.study.policy import build_policy, next_token_log_probs, sample
 
 PERF_KEY = "val-core/sum/acc/mean@1"
 
@@ -111,7 +110,6 @@ def evaluate(model, study: Study, config: RunConfig) -> dict[str, float]:
 
 def train(mode: str, config: RunConfig, log_path: Path, on_step: Callable[[], None] = lambda: None) -> Path:
     """Train one mode and write its metrics, one verl file-logger line per step, to ``log_path``."""
-    generator_for.cache_clear()  # token selection restarts from the seed, as in a fresh verl process
     study = Study()
     model = build_policy(study.vocab_size, config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)

@@ -11,8 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from verl_cov.law import LawFit, law, paired  # noqa: E402
-from verl_cov.logs import RunLog  # noqa: E402
+from verl_cov.analysis.law import LawFit, law, paired  # noqa: E402
+from verl_cov.analysis.logs import RunLog  # noqa: E402
 
 COVARIANCE_KEY = "actor/cov/mean"
 

@@ -1,0 +1,273 @@
+"""verl's own trainer, ``python -m verl.trainer.main_ppo``, end to end on CPU with verl-cov installed as users
+install it: Ray, the plugin in every worker, the rollout, the reward, the actor update, the file logger.
+
+The CPU platform and rollout are the test-only ``verl_cpu_harness`` (loaded into every verl process with
+``VERL_USE_EXTERNAL_MODULES``). Each run is a few steps of GRPO on a tiny random-init Qwen2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from packaging.version import Version
+from trainer_runs import PL, REPO, TARGET, run_command, run_trainer
+from verl_support import VERL
+
+V09 = VERL >= Version("0.9")
+needs_09 = pytest.mark.skipif(not V09, reason="verl >= 0.9 (entry points, the v0/v1 trainers of 0.9.1)")
+
+MECHANISM = {"actor/cov/mean", "actor/cov/pg_mean", "actor/cov/p999", "actor/cov/max", "actor/cov/entropy_estimate"}
+SELECTION = {"actor/cov/selected_frac", "actor/cov/selected_adv_mean", "actor/cov/selected_logp_mean"}
+MODES = {
+    "verl_cov.vanilla": ([], MECHANISM),
+    "verl_cov.clip_cov": (
+        [
+            f"{PL}.clip_cov_ratio=0.2",
+            f"{PL}.clip_cov_lb=0.01",
+            f"{PL}.clip_cov_ub=5.0",
+            "actor_rollout_ref.actor.clip_ratio_low=1.0",
+            "actor_rollout_ref.actor.clip_ratio_high=1.0",
+        ],
+        MECHANISM | SELECTION | {"actor/cov/candidate_frac"},
+    ),
+    "verl_cov.kl_cov": ([f"{PL}.kl_cov_ratio=0.2"], MECHANISM | SELECTION | {"actor/cov/selected_kl_mean"}),
+}
+# How the plugin gets into the workers: verl >= 0.9 imports its entry point on `import verl` (no line
+# added); older verl imports actor_rollout_ref.model.external_lib in each worker.
+LOADING = [] if V09 else ["actor_rollout_ref.model.external_lib=verl_cov.plugin"]
+
+
+# The KL-Cov run on verl 0.9 trains 4 steps and saves at 2 and 4: it is also the uninterrupted run of
+# the resume test.
+STEPS = {mode: 4 if V09 and mode == "verl_cov.kl_cov" else 3 for mode in MODES}
+SAVE = {mode: ["trainer.save_freq=2"] if STEPS[mode] == 4 else [] for mode in MODES}
+
+
+@pytest.fixture(scope="module")
+def mode_runs(tmp_path_factory) -> dict:
+    return {
+        mode: run_trainer(
+            tmp_path_factory.mktemp(mode.split(".")[1]),
+            f"{PL}.loss_mode={mode}",
+            *overrides,
+            *SAVE[mode],
+            *LOADING,
+            steps=STEPS[mode],
+            label=f"{mode} verl {VERL}, {STEPS[mode]} steps",
+        )
+        for mode, (overrides, _) in MODES.items()
+    }
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_every_step_completes_and_logs_the_mode_metrics(mode, mode_runs):
+    run = mode_runs[mode]
+    assert run.returncode == 0, run.log[-4000:]
+    steps = run.steps()
+    assert sorted(steps) == list(range(1, STEPS[mode] + 1))
+    for step, data in steps.items():
+        assert MODES[mode][1] <= set(data), (step, sorted(MODES[mode][1] - set(data)))
+        assert all(math.isfinite(data[key]) for key in MODES[mode][1])
+        assert data["critic/advantages/max"] > 0  # the reward separates responses: GRPO has a signal
+
+
+@pytest.mark.parametrize("mode", ["verl_cov.clip_cov", "verl_cov.kl_cov"])
+def test_the_methods_select_tokens_at_the_shares_set(mode, mode_runs):
+    for step, data in mode_runs[mode].steps().items():
+        assert 0 < data["actor/cov/selected_frac"] <= 0.3, (step, data["actor/cov/selected_frac"])
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_the_loss_changes_the_weights_the_rollout_samples_from(mode, mode_runs):
+    """The rollout server gets the actor's weights before every step's rollout: the first copy is the
+    initial model, and each later one differs from the one before (the update moved the weights)."""
+    run = mode_runs[mode]
+    loads = run.trace("weights.jsonl")
+    assert len(loads) >= 3
+    fingerprints = [load["fingerprint"] for load in loads]
+    assert fingerprints[0] == initial_fingerprint(run.out)
+    assert all(later != earlier for earlier, later in zip(fingerprints, fingerprints[1:], strict=False))
+    assert all(data["actor/grad_norm"] > 0 for data in run.steps().values())
+
+
+@needs_09
+def test_rollout_and_actor_agree_on_the_log_probs(mode_runs):
+    """The transformers rollout samples from the weights the actor trains (verl compares their log-probs)."""
+    for step, data in mode_runs["verl_cov.vanilla"].steps().items():
+        assert data["training/rollout_actor_probs_pearson_corr"] > 0.99, step
+        assert data["training/rollout_probs_diff_max"] < 1e-2, (step, data["training/rollout_probs_diff_max"])
+
+
+def initial_fingerprint(out: Path) -> list[float]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(out / "assets" / "model", torch_dtype=torch.float32)
+    return [round(float(t.double().abs().sum()), 12) for _, t in sorted(model.state_dict().items())]
+
+
+def test_a_bad_value_stops_the_launch_before_any_worker_starts(tmp_path):
+    """verl 0.9 checks the config in the driver, before ray.init; verl 0.7 in its TaskRunner, before it
+    creates the actor workers (WorkerDict)."""
+    run = run_trainer(
+        tmp_path,
+        TARGET,
+        f"{PL}.loss_mode=verl_cov.kl_cov",
+        f"{PL}.kl_cov_ratio=0",
+        *LOADING,
+        label=f"bad value verl {VERL}",
+    )
+    assert run.returncode != 0
+    assert f"{PL}.kl_cov_ratio=0 is out of range: must be (0, 1]" in run.log
+    assert "(WorkerDict" not in run.log
+    if V09:
+        assert "ray init kwargs" not in run.log  # main_ppo prints it just before ray.init
+
+
+@needs_09
+def test_with_plugins_off_and_no_external_lib_the_launch_names_the_fix(tmp_path):
+    run = run_trainer(
+        tmp_path,
+        TARGET,
+        f"{PL}.loss_mode=verl_cov.kl_cov",
+        env={"VERL_USE_EXTERNAL_PLUGINS": "none"},
+        label="plugins off verl 0.9",
+    )
+    assert run.returncode != 0
+    assert "loss_mode='verl_cov.kl_cov' is not registered in this process" in run.log
+    assert "set actor_rollout_ref.model.external_lib=verl_cov.plugin" in run.log
+    assert "ray init kwargs" not in run.log
+
+
+@pytest.fixture(scope="module")
+def global_run(tmp_path_factory):
+    """KL-Cov with selection_scope=global and an entropy target, on 2 data-parallel workers, each with 4
+    micro-batches of 2 responses per mini-batch."""
+    if VERL < Version("0.8"):
+        pytest.skip("selection_scope=global and target_entropy need verl >= 0.8")
+    return run_trainer(
+        tmp_path_factory.mktemp("global"),
+        TARGET,
+        f"{PL}.loss_mode=verl_cov.kl_cov",
+        f"+{PL}.selection_scope=global",
+        f"+{PL}.target_entropy=3.0",
+        f"{PL}.kl_cov_ratio=0.1",
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+        gpus=2,
+        label="global scope + target, 2 workers",
+    )
+
+
+def test_global_scope_and_target_run_in_the_real_workers(global_run):
+    assert global_run.returncode == 0, global_run.log[-4000:]
+    steps = global_run.steps()
+    assert sorted(steps) == [1, 2, 3]
+    for step, data in steps.items():
+        assert 0 < data["actor/cov/share"] <= 1, step
+        assert 0 < data["actor/cov/batch_entropy"] < 3.0, step  # below H*: the controller raises the share
+        assert data["actor/cov/share"] > 0.1  # k·φ with φ > 1
+        assert data["actor/cov/target_entropy"] == 3.0
+        assert data["actor/cov/target_skipped"] == 0.0
+        assert data["actor/cov/selected_frac"] > 0
+
+
+def test_both_ranks_select_the_same_tokens(global_run):
+    """Each rank records, per micro-batch, every valid token's score and whether it selected it. Per
+    mini-batch (keyed by its salt, a hash of all ranks' sums) both ranks took part with one threshold,
+    and the tokens selected on either rank are exactly the top of the whole mini-batch by score."""
+    records = global_run.trace("selection.jsonl")
+    assert records, "the engine hook never ran in the workers"
+    mini_batches: dict[int, list[dict]] = {}
+    for record in records:
+        mini_batches.setdefault(record["salt"], []).append(record)
+    assert len(mini_batches) == 3 * 2  # 3 steps x 2 mini-batches
+    for salt, parts in mini_batches.items():
+        assert {part["rank"] for part in parts} == {0, 1}, salt
+        assert len({part["threshold"] for part in parts}) == 1 and len({part["n_valid"] for part in parts}) == 1
+        tokens = [
+            (score, chosen) for part in parts for score, chosen in zip(part["score"], part["selected"], strict=True)
+        ]
+        assert len(tokens) == parts[0]["n_valid"]  # the micro-batches of both ranks cover the mini-batch once
+        chosen = sorted(score for score, selected in tokens if selected)
+        others = [score for score, selected in tokens if not selected]
+        target = parts[0]["share"] * parts[0]["n_valid"]
+        assert math.floor(target) <= len(chosen) <= math.floor(target) + 1, (len(chosen), target)
+        assert chosen and chosen[0] >= max(others), salt
+        per_rank = {rank: sum(sum(p["selected"]) for p in parts if p["rank"] == rank) for rank in (0, 1)}
+        assert sum(per_rank.values()) == len(chosen)
+
+
+@needs_09
+def test_a_resumed_run_logs_what_the_uninterrupted_run_logged(mode_runs, tmp_path):
+    """The 4-step KL-Cov run saved at step 2; a second run resumed from that checkpoint logs the same
+    values for steps 3 and 4: verl restores the data order, weights and optimizer, the rollout draws
+    from (request, weight version), and verl-cov's selection is a function of (seed, tokens) alone."""
+    whole = mode_runs["verl_cov.kl_cov"]
+    checkpoint = whole.out / "checkpoints" / "global_step_2"
+    assert checkpoint.is_dir()
+    resumed = run_trainer(
+        tmp_path,
+        f"{PL}.loss_mode=verl_cov.kl_cov",
+        *MODES["verl_cov.kl_cov"][0],
+        *SAVE["verl_cov.kl_cov"],
+        "trainer.resume_mode=resume_path",
+        f"trainer.resume_from_path={checkpoint}",
+        steps=4,
+        label="verl_cov.kl_cov resumed from step 2",
+    )
+    assert resumed.returncode == 0, resumed.log[-4000:]
+    assert sorted(resumed.steps()) == [3, 4]
+    for step in (3, 4):
+        before, after = whole.steps()[step], resumed.steps()[step]
+        compared = {key for key in before if key.startswith(("actor/", "critic/")) and "/perf/" not in key}
+        assert {key for key in compared if key.startswith("actor/cov/")} >= MODES["verl_cov.kl_cov"][1]
+        assert {key: after[key] for key in compared} == {key: before[key] for key in compared}, step
+
+
+@needs_09
+def test_a_recipe_trains_through_its_own_launch_path(tmp_path):
+    """``bash recipes/qwen2.5-7b-kl_cov.sh`` itself (the v1 trainer with DAPO dynamic sampling, the
+    packaged overlay, the math-verify reward) pointed at the tiny model and data, on CPU: 2 steps."""
+    from verl_cpu_harness import assets, launch
+
+    data = assets.build(tmp_path / "assets")
+    environment = {
+        **os.environ,
+        **launch.environment(tmp_path),
+        "PYTHON": sys.executable,
+        "MODEL_PATH": str(data / "model"),
+        "TRAIN_FILE": str(data / "data" / "train.parquet"),
+        "VAL_FILES": f"[{data / 'data' / 'val.parquet'}]",
+        "NNODES": "1",
+        "GPUS_PER_NODE": "1",
+        "ROLLOUT_TP": "1",
+        "LOGGER": "console",
+        "OUT_DIR": str(tmp_path),
+        "TOTAL_STEPS": "2",
+        "MAX_PROMPT": "16",
+        "MAX_RESPONSE": "4",
+        "TOKENS_PER_GPU": "256",
+        "KL_COV_RATIO": "0.2",
+    }
+    environment.pop("VERL_FILE_LOGGER_PATH")  # the recipe names its own log: $OUT_DIR/$EXPERIMENT.jsonl
+    small = [
+        "data.train_batch_size=8",
+        "data.dataloader_num_workers=0",
+        "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+        "actor_rollout_ref.rollout.n=4",
+    ]
+    command = ["bash", str(REPO / "recipes" / "qwen2.5-7b-kl_cov.sh"), *launch.cpu_overrides(1), *small]
+    run = run_command(command, tmp_path, environment, "recipe qwen2.5-7b-kl_cov.sh (v1 trainer)")
+    assert run.returncode == 0, run.log[-4000:]
+    records = [json.loads(line) for line in (tmp_path / "qwen2.5-7b-kl_cov.jsonl").read_text().splitlines()]
+    steps = {record["step"]: record["data"] for record in records}
+    assert sorted(steps) == [0, 1, 2]  # step 0: the recipe's val_before_train
+    assert "val-core/digit_sum/acc/mean@1" in steps[0]
+    for step in (1, 2):
+        assert steps[step]["actor/cov/selected_frac"] > 0
+        assert "training/filter_groups/evicted_samples" in steps[step]  # dynamic sampling ran

@@ -1,0 +1,63 @@
+"""What the end-to-end tests read besides verl's own metrics, written only when ``VERL_CPU_HARNESS_TRACE``
+names a folder (every verl process appends to its files there):
+
+- ``weights.jsonl``: each time a rollout server loads the actor's weights, a fingerprint of them, so a
+  test sees that training changed the weights the rollout samples from;
+- ``selection.jsonl``: each time verl-cov selects tokens over a whole mini-batch (``selection_scope=global``),
+  the rank, the mini-batch's key and threshold, and every valid token's score and whether it was selected,
+  so a test can check that all data-parallel ranks made one selection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+FOLDER = os.environ.get("VERL_CPU_HARNESS_TRACE")
+
+
+def _append(name: str, record: dict) -> None:
+    with (Path(FOLDER) / name).open("a") as handle:  # one short line per write: appends do not interleave
+        handle.write(json.dumps(record) + "\n")
+
+
+def weights_loaded(server: str, version: int, state: dict[str, torch.Tensor]) -> None:
+    if FOLDER:
+        fingerprint = [round(float(tensor.double().abs().sum()), 12) for _, tensor in sorted(state.items())]
+        _append("weights.jsonl", {"server": server, "version": version, "fingerprint": fingerprint})
+
+
+def _rank() -> int:
+    return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+
+
+def record_global_selection() -> None:
+    """Wrap ``verl_cov.scope.selected_tokens`` (what each micro-batch's loss asks in global scope)."""
+    if not FOLDER:
+        return
+    from verl_cov import scope
+
+    original = scope.selected_tokens
+
+    def selected_tokens(mode, old_log_prob, advantages, mask, stats):
+        selected, eligible = original(mode, old_log_prob, advantages, mask, stats)
+        score = scope.old_covariance(old_log_prob, advantages, mask, stats)
+        _append(
+            "selection.jsonl",
+            {
+                "rank": _rank(),
+                "mode": mode,
+                "salt": stats.salt,
+                "threshold": stats.threshold,
+                "n_valid": stats.n_valid,
+                "share": stats.control.share,
+                "score": score[eligible].tolist(),
+                "selected": selected[eligible].tolist(),
+            },
+        )
+        return selected, eligible
+
+    scope.selected_tokens = selected_tokens
