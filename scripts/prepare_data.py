@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--local", action="append", default=[], metavar="NAME=PATH", help="read NAME from a file")
     args = parser.parse_args(argv)
     try:
+        malformed = [item for item in args.local if "=" not in item or not item.split("=", 1)[1]]
+        if malformed:
+            raise DataError(f"--local {malformed[0]!r}: expected NAME=PATH, e.g. --local aime24=aime_2024.jsonl")
         local = dict(item.split("=", 1) for item in args.local)
         names = args.sources.split(",")
         unknown = [n for n in [*names, *local] if n not in SOURCES]

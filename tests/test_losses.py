@@ -210,3 +210,36 @@ def test_same_keys_on_every_call(mode):
     keys = {tuple(sorted(fn(*DEGENERATE[c](random_batch(seed=2)), "token-mean", config)[1])) for c in DEGENERATE}
     assert len(keys) == 1
     assert {"actor/cov/mean", "actor/cov/max", "actor/cov/entropy_estimate"} <= set(next(iter(keys)))
+
+
+@pytest.mark.parametrize("mode", ["verl_cov.clip_cov", "verl_cov.kl_cov", "verl_cov.vanilla"])
+@pytest.mark.parametrize("where", ["log_prob", "old_log_prob"])
+def test_a_minus_infinite_log_prob_leaves_loss_and_metrics_finite_where_vanilla_is(mode, where):
+    """A token sampled with log π = −inf (a rollout engine's rounding) used to make KL-Cov's loss +inf and
+    every actor/cov/* metric non-finite; verl's vanilla bounds its log-ratio and stays finite."""
+    old, log_prob, adv, mask = random_batch(seed=13)
+    if where == "log_prob":
+        log_prob = log_prob.detach().clone()
+        log_prob[0, 0] = -torch.inf
+        log_prob.requires_grad_()
+    else:
+        old = old.clone()
+        old[0, 0] = -torch.inf
+    config = actor_config(mode, kl_cov_ratio=0.5, clip_cov_ratio=0.5, clip_cov_lb=-100.0, clip_cov_ub=100.0)
+    vanilla_loss, _ = get_policy_loss_fn("vanilla")(old, log_prob, adv, mask, "token-mean", config)
+    loss, metrics = get_policy_loss_fn(mode)(old, log_prob, adv, mask, "token-mean", config)
+    assert torch.isfinite(vanilla_loss)
+    assert torch.isfinite(loss), loss
+    assert all(math.isfinite(v) for v in metrics.values()), metrics
+    assert torch.isfinite(grad_of(loss, log_prob)).all()
+
+
+@pytest.mark.parametrize("mode", ["verl_cov.clip_cov", "verl_cov.kl_cov", "verl_cov.vanilla"])
+def test_a_nan_advantage_at_a_masked_position_does_not_reach_the_metrics(mode):
+    """actor/cov/pg_mean used to be NaN when a masked (padding) position held a NaN advantage."""
+    old, log_prob, adv, mask = random_batch(seed=14)
+    adv = adv.clone()
+    masked = (~mask).nonzero()[0]
+    adv[tuple(masked)] = torch.nan
+    _, metrics = get_policy_loss_fn(mode)(old, log_prob, adv, mask, "token-mean", actor_config(mode))
+    assert all(math.isfinite(metrics[key]) for key in metrics if key.startswith("actor/cov/")), metrics

@@ -79,3 +79,39 @@ def test_command_line(tmp_path):
     assert (tmp_path / "o" / "aime24.parquet").exists()
     bad = subprocess.run([*command, "--sources", "aime2024"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown sources aime2024" in bad.stderr
+
+
+def prepare_data(*argv, env=None):
+    import os
+
+    command = [sys.executable, str(REPO / "scripts" / "prepare_data.py"), *map(str, argv)]
+    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_bad_inputs_are_one_error_line_and_exit_2(tmp_path):
+    (tmp_path / "broken.jsonl").write_text('{"problem": "x", "answer": "1"}\n{"problem": \n')
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "blank.jsonl").write_text(json.dumps({"problem": "x", "answer": []}) + "\n")
+    good = write(FIXTURES["aime24"][1], tmp_path / "aime.jsonl")
+    (tmp_path / "a_file").write_text("")
+    cases = [
+        (
+            ["--out", tmp_path / "o", "--sources", "aime24", "--local", f"aime24={tmp_path / 'broken.jsonl'}"],
+            "cannot read",
+        ),
+        (["--out", tmp_path / "o", "--sources", "aime24", "--local", f"aime24={tmp_path / 'empty.jsonl'}"], "is empty"),
+        (
+            ["--out", tmp_path / "o", "--sources", "aime24", "--local", f"aime24={tmp_path / 'blank.jsonl'}"],
+            "row 0 has an empty answer",
+        ),
+        (["--out", tmp_path / "o", "--sources", "aime24", "--local", str(good)], "expected NAME=PATH"),
+        (["--out", tmp_path / "a_file" / "o", "--sources", "aime24", "--local", f"aime24={good}"], "cannot write"),
+    ]
+    for argv, message in cases:
+        result = prepare_data(*argv)
+        assert result.returncode == 2, (argv, result.stderr)
+        assert message in result.stderr and "Traceback" not in result.stderr, (message, result.stderr)
+    offline = prepare_data(
+        "--out", tmp_path / "o", "--sources", "aime24", env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    )
+    assert offline.returncode == 2 and "--local aime24=PATH" in offline.stderr and "Traceback" not in offline.stderr

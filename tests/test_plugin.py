@@ -61,8 +61,9 @@ BUILD_OUR_CONFIG = (
 
 def test_building_our_config_registers_nothing():
     """The config is a leaf: building it installs no mode and no hook (the plugin does)."""
-    result = run_python(BUILD_OUR_CONFIG.replace("verl_cov.kl_cov", "vanilla") + LIST_OUR_MODES,
-                        VERL_USE_EXTERNAL_PLUGINS="none")
+    result = run_python(
+        BUILD_OUR_CONFIG.replace("verl_cov.kl_cov", "vanilla") + LIST_OUR_MODES, VERL_USE_EXTERNAL_PLUGINS="none"
+    )
     assert result.returncode == 0, result.stderr
     assert "verl_cov" not in result.stdout
 

@@ -146,6 +146,13 @@ def test_degenerate_mini_batches_give_finite_losses():
         "all masked": {**data, "response_mask": torch.zeros_like(data["response_mask"])},
         "zero advantages": {**data, "advantages": torch.zeros_like(data["advantages"])},
         "one token": {key: value[:1, :1] for key, value in data.items()},
+        # one token sampled with log π_old = −inf used to make Ĥ infinite and the controller divide by 0
+        "minus infinite log-prob": {
+            **data,
+            "old_log_probs": data["old_log_probs"].index_put(
+                (torch.tensor([0]), torch.tensor([0])), torch.tensor(-torch.inf)
+            ),
+        },
     }
     for name, case in cases.items():
         for mode in SHARES:
@@ -161,6 +168,7 @@ def test_degenerate_mini_batches_give_finite_losses():
                 )
             assert torch.isfinite(loss), (name, mode)
             assert all(math.isfinite(v) for v in metrics.values()), (name, mode, metrics)
+            assert metrics["actor/cov/target_skipped"] == float(name == "all masked"), (name, mode)
 
 
 RESUMED = """

@@ -12,6 +12,22 @@ import sys
 from verl_cov import __version__
 from verl_cov.errors import UsageError
 
+FIT_HELP = """Fit R = -a*exp(H) + b (Cui et al. 2025) to a verl run and forecast its ceiling b - a.
+
+Reads, by content: verl's file logger (JSON lines), its console output (ANSI colours, Ray prefixes
+and progress bars are skipped), TensorBoard event files, and W&B CSV exports (one run per run in the
+export). A folder gives one fit per run in it, named by its path.
+
+Pairing: verl logs actor/entropy at step N before update N, and the validation at step N after it;
+so a validation at step N pairs with the entropy logged at the next step after N that has one. The
+final validation has none and is left out; validations before the first entropy (val_before_train:
+the base policy) are left out unless --keep-base. The output names every point left out and why.
+
+--fit-until F fits the validations at steps <= F and forecasts those in (F, --predict-until]: the
+held-out RMSE and each predicted point. Warnings (stderr and JSON) when fewer than 5 points are
+fitted, R^2 < 0.5, a <= 0, a is undetermined by the entropy range, the ceiling leaves [0, 1] or lies
+below the best score seen, or the forecast error is over 3x the fit's residual."""
+
 
 def command_fit(args: argparse.Namespace) -> None:
     from verl_cov.analysis.report import fit_command
@@ -42,20 +58,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"verl-cov {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    fit = commands.add_parser("fit", help="fit R = -a*exp(H) + b to one run's log")
-    fit.add_argument("log", help="verl file-logger .jsonl, W&B CSV export, or TensorBoard event file/folder")
-    fit.add_argument("--entropy-key", help="default: actor/entropy, else actor/cov/entropy_estimate")
-    fit.add_argument("--perf-key", help="default: the first val-core/.../acc/... key")
-    fit.add_argument("--fit-until", type=int, metavar="STEP", help="fit steps <= STEP only; score the rest")
-    fit.add_argument("--plot", metavar="OUT.png", help="write the figure here")
-    fit.add_argument("--json", action="store_true", help="print one JSON object")
+    fit = commands.add_parser(
+        "fit",
+        help="fit R = -a*exp(H) + b to a run's log, or to each run of a folder",
+        description=FIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fit.add_argument("log", help="a log file (any of the formats below) or a folder of runs")
+    fit.add_argument(
+        "--entropy-key", help="default: actor/entropy, else actor/entropy_loss, else actor/cov/entropy_estimate"
+    )
+    fit.add_argument("--perf-key", help="default: each val-core/<source>/<metric>/mean@N (or val/test_score/<source>)")
+    fit.add_argument("--fit-until", type=int, metavar="STEP", help="fit the validations at steps <= STEP only")
+    fit.add_argument("--predict-until", type=int, metavar="STEP", help="with --fit-until: forecast those up to STEP")
+    fit.add_argument("--keep-base", action="store_true", help="keep validations logged before the first entropy")
+    fit.add_argument("--plot", metavar="OUT.png", help="write the figure here (format from the suffix)")
+    fit.add_argument("--json", action="store_true", help='print JSON: one object, or {"runs": [...]}')
     fit.add_argument("--list-keys", action="store_true", help="list the log's metric keys and exit")
+    fit.add_argument("--follow", action="store_true", help="re-read a growing log; print each new forecast")
+    fit.add_argument("--interval", type=float, default=5.0, metavar="SECONDS", help="--follow's polling period")
     fit.set_defaults(handler=command_fit)
 
-    compare = commands.add_parser("compare", help="entropy, performance and fitted ceiling of several runs")
-    compare.add_argument("logs", nargs="+")
+    compare = commands.add_parser("compare", help="entropy, score and fitted ceiling of several runs, one score key")
+    compare.add_argument("logs", nargs="+", help="log files or folders of runs")
     compare.add_argument("--entropy-key")
-    compare.add_argument("--perf-key")
+    compare.add_argument("--perf-key", help="default: the validation score every run has")
+    compare.add_argument("--keep-base", action="store_true", help="keep validations logged before the first entropy")
     compare.add_argument("--plot", metavar="OUT.png")
     compare.add_argument("--json", action="store_true")
     compare.set_defaults(handler=command_compare)

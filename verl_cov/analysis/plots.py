@@ -1,20 +1,50 @@
-"""Figures of the entropy mechanism: entropy over steps, R against H with the fitted law, and the entropy
-change the covariance predicts against the one observed. matplotlib, written to PNG."""
+"""Figures of the entropy mechanism: entropy over steps, R against H with the fitted law and its band,
+and the entropy change the covariance predicts against the one observed. matplotlib; the format comes
+from the file's suffix and is checked before any fitting (``check_plot_path``).
+
+The fitted curve is solid over the entropy range the fit saw and dashed where it extrapolates down to
+H = 0, the ceiling; each ceiling is labelled with its run.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from verl_cov.analysis.law import LawFit, law, paired  # noqa: E402
-from verl_cov.analysis.logs import RunLog  # noqa: E402
+from verl_cov.analysis.law import LawFit
+from verl_cov.analysis.runs import LogError, RunLog
 
 COVARIANCE_KEY = "actor/cov/mean"
+NATS = "nats per token"
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def check_plot_path(out: str | Path) -> Path:
+    """The plot's path, refused up front when its folder is missing, it is a folder, or its suffix is no
+    format matplotlib writes."""
+    out = Path(out)
+    if out.is_dir():
+        raise LogError(f"--plot {out} is a folder; give a file name such as {out / 'fit.png'}")
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = out.suffix.lstrip(".").lower()
+    if suffix not in formats:
+        raise LogError(
+            f"--plot {out}: unknown format {suffix or '(no suffix)'!r}; use one of {', '.join(sorted(formats))}"
+        )
+    if not out.parent.exists():
+        raise LogError(f"--plot {out}: the folder {out.parent} does not exist")
+    return out
 
 
 def entropy_change(run: RunLog, entropy_key: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -40,21 +70,55 @@ def _plot_entropy_change(axis, predictor: np.ndarray, observed: np.ndarray) -> N
     axis.scatter(predicted, observed, s=12, alpha=0.7)
     low, high = min(predicted.min(), observed.min()), max(predicted.max(), observed.max())
     axis.plot([low, high], [low, high], "k--", lw=1, label="predicted = observed")
-    axis.set(xlabel="predicted ΔH = −η·Cov(log π, A)", ylabel="observed ΔH", title=f"entropy change (r = {corr:.2f})")
+    axis.set(
+        xlabel=f"predicted ΔH = −η·Cov(log π, A) ({NATS})",
+        ylabel=f"observed ΔH ({NATS})",
+        title=f"entropy change (r = {corr:.2f})",
+    )
     axis.legend(fontsize=8)
 
 
-def _plot_law(axis, H: np.ndarray, R: np.ndarray, fit: LawFit, label: str = "", color=None) -> None:
-    grid = np.linspace(0.0, max(float(H.max()) * 1.05, 1e-3), 200)
-    line = axis.plot(grid, law(grid, fit.a, fit.b), color=color, label=f"{label} R = −{fit.a:.3g}·e^H + {fit.b:.3g}")
-    axis.scatter(H, R, s=14, color=line[0].get_color())
-    axis.axhline(fit.ceiling, color=line[0].get_color(), ls=":", lw=1)
-    axis.annotate(f"ceiling {fit.ceiling:.3g}", (0, fit.ceiling), fontsize=8, va="bottom")
-    axis.set(xlabel=f"entropy H ({fit.entropy_key})", ylabel=f"R ({fit.perf_key})")
+def plot_law(axis, fit: LawFit, label: str, color=None) -> None:
+    """Points, the fitted curve with its ±1 s.e. band, solid where observed and dashed to H = 0, the ceiling."""
+    from verl_cov.analysis.law import ordinary_least_squares
+
+    H = np.array([p["H"] for p in fit.points])
+    R = np.array([p["R"] for p in fit.points])
+    ols = ordinary_least_squares(H, R)
+    seen = np.linspace(H.min(), H.max(), 100)
+    below = np.linspace(0.0, H.min(), 50)
+    line = axis.plot(seen, ols.predict(seen), color=color, label=f"{label}: {fit.formula()}")[0]
+    color = line.get_color()
+    axis.plot(below, ols.predict(below), color=color, ls="--", lw=1)
+    grid = np.concatenate([below, seen])
+    band = ols.standard_error(grid)
+    axis.fill_between(grid, ols.predict(grid) - band, ols.predict(grid) + band, color=color, alpha=0.15)
+    axis.scatter(H, R, s=14, color=color)
+    if fit.predicted:
+        axis.scatter(
+            [p["H"] for p in fit.predicted],
+            [p["R"] for p in fit.predicted],
+            s=24,
+            facecolors="none",
+            edgecolors=color,
+            label=f"{label}: held out",
+        )
+    axis.errorbar(
+        [0.0],
+        [fit.ceiling],
+        yerr=[fit.ceiling_se],
+        fmt="*",
+        ms=10,
+        color=color,
+        capsize=3,
+        label=f"{label}: ceiling {fit.ceiling:.3g} ± {fit.ceiling_se:.2g}",
+    )
+    axis.set(xlabel=f"entropy H, {fit.entropy_key} ({NATS})", ylabel=f"R, {fit.perf_key}")
 
 
-def plot_fit(run: RunLog, fit: LawFit, out: str | Path) -> Path:
-    """Entropy over steps; R against H with the fitted curve and ceiling; predicted vs observed ΔH."""
+def plot_fit(run: RunLog, fit: LawFit, out: Path) -> Path:
+    """Entropy over steps; R against H with the fitted curve, band and ceiling; predicted vs observed ΔH."""
+    plt = pyplot()
     change = entropy_change(run, fit.entropy_key)
     figure, axes = plt.subplots(1, 3 if change else 2, figsize=(15 if change else 10, 4.2))
     steps, H = run.get(fit.entropy_key)
@@ -62,39 +126,49 @@ def plot_fit(run: RunLog, fit: LawFit, out: str | Path) -> Path:
     if fit.fit_until is not None:
         axes[0].axvline(fit.fit_until, color="grey", ls="--", lw=1, label="--fit-until")
         axes[0].legend(fontsize=8)
-    axes[0].set(xlabel="step", ylabel=fit.entropy_key, title=f"entropy of {run.name}")
-    point_steps, point_H, point_R = paired(run, fit.entropy_key, fit.perf_key)
-    _plot_law(axes[1], point_H, point_R, fit)
-    if fit.fit_until is not None:
-        later = point_steps > fit.fit_until
-        axes[1].scatter(point_H[later], point_R[later], s=24, facecolors="none", edgecolors="red", label="held out")
-    axes[1].set_title(f"R = −a·exp(H) + b  (R² = {fit.r2:.3f})")
-    axes[1].legend(fontsize=8)
+    axes[0].set(xlabel="step", ylabel=f"{fit.entropy_key} ({NATS})", title=f"entropy of {run.name}")
+    plot_law(axes[1], fit, run.name)
+    axes[1].set_title(f"R = −a·exp(H) + b  (R² = {fit.r2:.3f}, dashed: extrapolated)")
+    axes[1].legend(fontsize=7)
     if change:
         _plot_entropy_change(axes[2], *change)
     return save(figure, out)
 
 
-def plot_compare(runs: list[RunLog], fits: list[LawFit | None], entropy_keys: list[str], out: str | Path) -> Path:
-    """Entropy over steps and R against H with each run's fitted law, one colour per run."""
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+def plot_compare(
+    runs: list[RunLog],
+    fits: list[LawFit | None],
+    entropy_keys: list[str],
+    out: Path,
+    targets: dict[str, float] | None = None,
+) -> Path:
+    """Entropy over steps (with each target run's H* as a dotted line) and R against H with each run's law."""
+    plt = pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for run, fit, entropy_key in zip(runs, fits, entropy_keys, strict=True):
         steps, H = run.get(entropy_key)
         color = axes[0].plot(steps, H, label=run.name)[0].get_color()
+        if targets and run.name in targets:
+            axes[0].axhline(
+                targets[run.name], color=color, ls=":", lw=1.2, label=f"{run.name}: H* = {targets[run.name]:g}"
+            )
         if fit is not None:
-            _, point_H, point_R = paired(run, fit.entropy_key, fit.perf_key)
-            _plot_law(axes[1], point_H, point_R, fit, label=run.name, color=color)
-    axes[0].set(xlabel="step", ylabel="entropy", title="entropy over training")
-    axes[0].legend(fontsize=8)
-    axes[1].set_title("R against H, fitted law and ceiling")
-    axes[1].legend(fontsize=7)
+            plot_law(axes[1], fit, run.name, color=color)
+    axes[0].set(xlabel="step", ylabel=f"entropy ({NATS})", title="entropy over training")
+    axes[0].legend(fontsize=7)
+    axes[1].set_title("R against H: fitted law (dashed: extrapolated) and ceiling")
+    axes[1].legend(fontsize=6)
     return save(figure, out)
 
 
 def save(figure, out: str | Path) -> Path:
+    plt = pyplot()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
+    try:
+        figure.savefig(out, dpi=110)
+    except OSError as error:
+        raise LogError(f"--plot {out}: cannot write it ({error.strerror or error})") from None
+    finally:
+        plt.close(figure)
     return out

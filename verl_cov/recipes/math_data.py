@@ -47,11 +47,21 @@ class DataError(ValueError):
     """A source that cannot be read or converted; the message names the source and the problem."""
 
 
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
 def load_source(name: str, local: str | Path | None = None) -> datasets.Dataset:
     """One source as a ``datasets.Dataset``: from ``local`` (file or folder) when given, else the Hub."""
     source = SOURCES[name]
     if local is None:
-        return datasets.load_dataset(source.hub_id, split=source.split)
+        try:
+            return datasets.load_dataset(source.hub_id, split=source.split)
+        except Exception as error:  # offline, a moved dataset, a gated one: all end here
+            raise DataError(
+                f"{name}: cannot load {source.hub_id} from the Hub ({_first_line(error)}); "
+                f"offline, pass --local {name}=PATH to a parquet, JSON lines, JSON or CSV copy"
+            ) from None
     path = Path(local)
     if not path.exists():
         raise DataError(f"{name}: local path {path} does not exist")
@@ -61,7 +71,13 @@ def load_source(name: str, local: str | Path | None = None) -> datasets.Dataset:
         raise DataError(f"{name}: expected parquet, JSON lines, JSON or CSV files at {path}, found {sorted(suffixes)}")
     suffix = suffixes.pop()
     builder = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}[suffix]
-    return datasets.load_dataset(builder, data_files=[str(p) for p in files if p.suffix == suffix], split="train")
+    data_files = [str(p) for p in files if p.suffix == suffix]
+    if all(Path(f).stat().st_size == 0 for f in data_files):
+        raise DataError(f"{name}: {path} is empty")
+    try:
+        return datasets.load_dataset(builder, data_files=data_files, split="train")
+    except Exception as error:  # malformed JSON / CSV / parquet, whatever the reader reports
+        raise DataError(f"{name}: cannot read {path} as {builder} ({_first_line(error)})") from None
 
 
 def _first(row: dict, fields: tuple[str, ...], name: str, what: str):
@@ -71,10 +87,13 @@ def _first(row: dict, fields: tuple[str, ...], name: str, what: str):
     raise DataError(f"{name}: a row has no {what} field (looked for {', '.join(fields)}; it has {', '.join(row)})")
 
 
-def _answer_text(answer) -> str:
+def _answer_text(answer, name: str, index: int) -> str:
     if isinstance(answer, list):  # OlympiadBench lists final answers
         answer = answer[0] if answer else ""
-    return str(answer).strip().strip("$").strip()
+    text = str(answer).strip().strip("$").strip()
+    if not text:
+        raise DataError(f"{name}: row {index} has an empty answer ({answer!r}); it could never be scored")
+    return text
 
 
 def to_verl_row(name: str, row: dict, index: int) -> dict:
@@ -84,7 +103,7 @@ def to_verl_row(name: str, row: dict, index: int) -> dict:
         prompt, truth = row["prompt"], row["reward_model"]["ground_truth"]
     else:
         problem = _first(row, QUESTION_FIELDS, name, "question")
-        truth = _answer_text(_first(row, ANSWER_FIELDS, name, "answer"))
+        truth = _answer_text(_first(row, ANSWER_FIELDS, name, "answer"), name, index)
         prompt = [{"role": "user", "content": INSTRUCTION.format(problem=problem)}]
     return {
         "data_source": source.data_source,
@@ -101,6 +120,9 @@ def prepare(name: str, out_dir: str | Path, local: str | Path | None = None) -> 
     if not rows:
         raise DataError(f"{name}: no rows")
     out = Path(out_dir) / f"{name}.parquet"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    datasets.Dataset.from_list(rows).to_parquet(str(out))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        datasets.Dataset.from_list(rows).to_parquet(str(out))
+    except OSError as error:
+        raise DataError(f"{name}: cannot write {out} ({error.strerror or error})") from None
     return out

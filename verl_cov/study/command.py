@@ -9,18 +9,25 @@ from verl_cov.errors import UsageError
 
 
 def demo_command(args: argparse.Namespace) -> None:
-    from verl_cov.study.modes import MODE_NAMES
+    if args.steps < 1:
+        raise UsageError(f"--steps={args.steps} is out of range: must be >= 1")
+    if not 0 <= args.seed < 2**63:
+        raise UsageError(f"--seed={args.seed} is out of range: must be in [0, 2**63)")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; the demo writes a folder of logs and plots")
+    if args.modes is not None and not args.modes.strip():
+        raise UsageError("--modes is empty: name one or more modes, or leave it out for all")
+
+    from verl_cov.study.modes import MODE_NAMES  # verl and torch: only once the arguments hold
     from verl_cov.study.rl import RunConfig
     from verl_cov.study.runs import format_table, run_study
 
-    modes = tuple(args.modes.split(",")) if args.modes else MODE_NAMES
+    modes = tuple(args.modes.split(",")) if args.modes is not None else MODE_NAMES
     unknown = [m for m in modes if m not in MODE_NAMES]
     if unknown:
-        raise UsageError(f"unknown --modes {', '.join(unknown)}; choose from {', '.join(MODE_NAMES)}")
-    if args.steps < 1:
-        raise UsageError(f"--steps={args.steps} is out of range: must be >= 1")
+        raise UsageError(f"--modes {args.modes!r}: choose one or more of {', '.join(MODE_NAMES)}")
     config = RunConfig(steps=args.steps, seed=args.seed, eval_every=max(1, min(RunConfig.eval_every, args.steps)))
-    out = Path(args.out)
     summary = run_study(out, config, modes, progress=not args.no_progress)
     print(format_table(summary, config.pass_k))
     if "entropy_vs_grpo" in summary:

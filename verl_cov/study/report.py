@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from verl_cov.analysis.law import LawFit
-from verl_cov.analysis.logs import RunLog
-from verl_cov.analysis.plots import plot_compare, plt, save
+from verl_cov.analysis.plots import plot_compare, pyplot, save
+from verl_cov.analysis.runs import RunLog
 from verl_cov.study.rl import PERF_KEY
 
 
 def plot_study(out: Path, runs: list[RunLog], fits: list[LawFit | None], pass_k: int) -> list[Path]:
     """``entropy_accuracy.png`` and ``entropy_law.png`` in ``out`` from the study's runs and fitted laws."""
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    figure, axes = pyplot().subplots(1, 3, figsize=(15, 4.2))
     for run in runs:
         steps, entropy = run.get("actor/entropy")
         color = axes[0].plot(steps, entropy, label=run.name)[0].get_color()

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from verl_cov.analysis.discover import read_runs
 from verl_cov.analysis.law import LawFit, fit_run
-from verl_cov.analysis.logs import LogError, RunLog, read_log
+from verl_cov.analysis.runs import LogError, RunLog
 from verl_cov.study.modes import MODE_NAMES
 from verl_cov.study.report import plot_study
 from verl_cov.study.rl import PERF_KEY, RunConfig, train
@@ -29,7 +30,7 @@ def summarise(run: RunLog, pass_k: int) -> tuple[dict, LawFit | None]:
         f"final_pass@{pass_k}": float(passk[-1]),
     }
     try:
-        fit = fit_run(run, "actor/entropy", PERF_KEY)
+        fit = fit_run(run, PERF_KEY, "actor/entropy")
     except LogError as error:
         return {**summary, "fit_error": str(error)}, None
     return {**summary, "a": fit.a, "b": fit.b, "r2": fit.r2, "ceiling": fit.ceiling, "n_points": fit.n_points}, fit
@@ -43,7 +44,7 @@ def run_study(out: Path, config: RunConfig, modes: tuple[str, ...] = MODE_NAMES,
     for mode in modes:
         bar.set_postfix_str(mode)
         log_path = train(mode, config, out / f"{mode}.jsonl", on_step=lambda: bar.update())
-        runs.append(read_log(log_path))
+        runs.extend(read_runs(log_path))
         results[mode], fit = summarise(runs[-1], config.pass_k)
         results[mode]["log"] = str(log_path)
         fits.append(fit)

@@ -1,0 +1,80 @@
+"""verl's console logger, as saved from stdout: ``step:12 - actor/entropy:0.41 - val-core/...:0.83``.
+
+What people share and what verl writes when stdout goes to a file: lines wrapped in ANSI colours and
+Ray's actor prefix ``(TaskRunner pid=…)``, progress bars joined by ``\\r``, values like
+``np.float64(0.5)``, and a long step cut into several lines, each with its own prefix. Built with verl's
+own ``concat_dict_to_str`` format: ``step:N`` then `` - ``-separated ``key:value`` pairs.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from verl_cov.analysis.runs import RunLog, read_lines
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+RAY_PREFIX = re.compile(r"^\s*\([^()]*?pid=\d+[^()]*\) ?")
+STEP = re.compile(r"(?:^|\s)step:(\d+) - (.*)$")
+PAIR = re.compile(r"^[^\s:]+:\S+$")
+WRAPPED = re.compile(r"^[A-Za-z_][\w.]*\((.*)\)$")  # np.float64(0.5), tensor(0.5, dtype=...)
+
+
+def number(text: str) -> float | None:
+    """A logged value as a float: ``0.5``, ``np.float64(0.5)``, ``np.int64(2)``, ``tensor(0.5)``, ``nan``."""
+    match = WRAPPED.match(text)
+    if match:
+        text = match.group(1).split(",")[0]
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _payloads(path: Path):
+    """The text of each console line without colours and Ray's prefix; ``\\r`` separates lines too."""
+    with path.open(encoding="utf-8-sig") as handle:
+        for _, line, _ in read_lines(path, handle):
+            for piece in line.split("\r"):
+                yield RAY_PREFIX.sub("", ANSI.sub("", piece), count=1)
+
+
+def _continues(payload: str) -> bool:
+    """A piece of a step line that Ray's log forwarding cut off: ``key:value`` pairs joined by " - ", the
+    first and last of which may be cut, and no other whitespace."""
+    tokens = payload.split(" - ")
+    return (
+        bool(payload.strip())
+        and "step:" not in payload
+        and not any(character.isspace() for token in tokens for character in token)
+        and all(PAIR.match(token) for token in tokens[1:-1])
+    )
+
+
+def _parse(run: RunLog, record: str) -> None:
+    match = STEP.search(record)
+    step = int(match.group(1))
+    for pair in match.group(2).split(" - "):
+        key, _, value = pair.partition(":")
+        parsed = number(value.strip())
+        if key and parsed is not None:
+            run.add(key.strip(), step, parsed)
+
+
+def read_console(path: Path, name: str) -> RunLog:
+    """One run from a saved console log; lines that are not verl's step lines are skipped."""
+    run = RunLog(name)
+    record = None
+    for payload in _payloads(path):
+        if STEP.search(payload):
+            if record is not None:
+                _parse(run, record)
+            record = payload
+        elif record is not None and _continues(payload):
+            record += payload  # the cut falls anywhere, inside a key or a value: join the pieces as they were
+        elif record is not None:
+            _parse(run, record)
+            record = None
+    if record is not None:
+        _parse(run, record)
+    return run
