@@ -7,6 +7,9 @@ from verl.workers.config import FSDPActorConfig
 from verl_cov import plugin  # noqa: F401  registers the modes, as verl's entry point does in every process
 from verl_cov.config import CovPolicyLossConfig
 
+# Tests train tiny models: intra-op threads only make the test processes wait for each other.
+torch.set_num_threads(1)
+
 
 def actor_config(loss_mode: str = "verl_cov.kl_cov", clip_ratio: float = 0.2, **policy_loss) -> FSDPActorConfig:
     """A real verl actor config holding our policy-loss config, as verl's workers build it."""

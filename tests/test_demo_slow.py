@@ -1,60 +1,51 @@
-"""The default CPU study on three seeds: the effect the demo is meant to show (marked slow, not in CI)."""
-
-import json
+"""The default CPU study (forking task) on three seeds: what the demo is meant to show (marked slow, not
+in CI; ~5.5 min with two processes). The thresholds are what held on the reference machine, with slack:
+per-seed values depend on the CPU's floating-point paths (docs/study.md)."""
 
 import numpy as np
 import pytest
-from verl_support import HAS_ENGINE_LOSS
+from verl_support import HAS_ENGINE_TRAIN_BATCH
 
-if not HAS_ENGINE_LOSS:
-    pytest.skip("the CPU study drives verl's engine ppo_loss (verl >= 0.7)", allow_module_level=True)
+if not HAS_ENGINE_TRAIN_BATCH:
+    pytest.skip("the study's target modes need verl >= 0.8", allow_module_level=True)
 
+from verl_cov.study.modes import MODE_NAMES, TARGET_ENTROPY  # noqa: E402
 from verl_cov.study.rl import RunConfig  # noqa: E402
-from verl_cov.study.runs import run_study  # noqa: E402
+from verl_cov.study.seeds import run_seeds  # noqa: E402
 
 SEEDS = (0, 1, 2)
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory):
-    root = tmp_path_factory.mktemp("study")
-    results = {seed: run_study(root / f"seed{seed}", RunConfig(seed=seed), progress=False) for seed in SEEDS}
-    print(json.dumps({seed: r["modes"] for seed, r in results.items()}, indent=1))
-    return results
+    return run_seeds(tmp_path_factory.mktemp("study"), RunConfig(), MODE_NAMES, list(SEEDS), jobs=2)
 
 
-def mean(studies, mode, key):
-    return float(np.mean([studies[seed]["modes"][mode][key] for seed in SEEDS]))
+def per_seed(studies, mode, key):
+    return np.array([studies[seed]["modes"][mode][key] for seed in SEEDS])
 
 
-@pytest.mark.slow
 def test_grpo_entropy_collapses(studies):
-    initial = float(np.log(14))  # a random-init policy is near-uniform over the 14 tokens
-    assert mean(studies, "grpo", "final_entropy") < 0.15 * initial
+    assert per_seed(studies, "grpo", "end_entropy").mean() < 0.25 * 0.78  # from ~0.78 nats per token
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["clip_cov", "kl_cov"])
-def test_covariance_methods_keep_more_entropy_without_losing_pass_at_k(studies, mode):
-    assert mean(studies, mode, "final_entropy") > 1.2 * mean(studies, "grpo", "final_entropy")
-    assert mean(studies, mode, "final_pass@8") >= mean(studies, "grpo", "final_pass@8") - 0.05
+def test_the_methods_keep_several_times_grpos_entropy_without_losing_pass_at_k(studies, mode):
+    ratio = per_seed(studies, mode, "end_entropy") / per_seed(studies, "grpo", "end_entropy")
+    assert ratio.mean() > 2.5 and ratio.min() > 1.8, ratio
+    assert per_seed(studies, mode, "final_pass@8").mean() >= per_seed(studies, "grpo", "final_pass@8").mean() - 0.05
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("mode", ["grpo", "clip_cov", "kl_cov"])
-def test_the_law_fits(studies, mode):
-    assert mean(studies, mode, "r2") > 0.5
-    assert all(studies[seed]["modes"][mode]["a"] > 0 for seed in SEEDS)  # R falls as H rises
+def test_the_covariance_sits_on_few_tokens(studies):
+    """The paper's statistic: the top share of tokens carries covariance far above the all-token mean."""
+    top, every = per_seed(studies, "grpo", "cov_top_mean"), per_seed(studies, "grpo", "cov_all_mean")
+    assert (top > 50 * np.abs(every)).all() and (top > 1.0).all()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["clip_cov_target", "kl_cov_target"])
-def test_entropy_target_holds_a_band_where_fixed_shares_drift(studies, mode):
-    """Over the last third of the run the target modes stay near H* on every seed (measured within
-    [0.5, 1.1]·H*, asserted with a little slack); the same method with a fixed share ends below H*/2."""
-    from verl_cov.study.modes import TARGET_ENTROPY
-
+def test_the_entropy_target_holds_near_h_star(studies, mode):
+    target = TARGET_ENTROPY["forking"]
     for seed in SEEDS:
         low, high = studies[seed]["modes"][mode]["entropy_last_third"]
-        assert 0.45 * TARGET_ENTROPY <= low and high <= 1.15 * TARGET_ENTROPY, (seed, low, high)
-    assert mean(studies, mode.removesuffix("_target"), "final_entropy") < 0.5 * TARGET_ENTROPY
+        assert 0.6 * target <= low and high <= 1.6 * target, (seed, low, high)

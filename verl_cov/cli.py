@@ -88,17 +88,22 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", action="store_true")
     compare.set_defaults(handler=command_compare)
 
-    demo = commands.add_parser(
-        "demo", help="CPU study: GRPO vs Clip-Cov vs KL-Cov (fixed share and entropy target) on a toy task"
-    )
+    demo = commands.add_parser("demo", help="CPU study: GRPO vs Clip-Cov vs KL-Cov on a verifiable toy task")
     demo.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--steps", type=int, default=300, help="RL steps per mode (default 300)")
     demo.add_argument(
         "--modes",
         help="comma-separated subset of grpo, clip_cov, kl_cov, clip_cov_target, kl_cov_target "
-        "(default: all; the *_target modes need verl >= 0.8)",
+        "(default: the paper's grpo, clip_cov, kl_cov; the *_target modes hold an entropy target, verl >= 0.8)",
     )
+    demo.add_argument(
+        "--task",
+        choices=["forking", "pair"],
+        default="forking",
+        help="forking: 8-token answers, 2 of them decisions (default); pair: two-token answers",
+    )
+    demo.add_argument("--threads", type=int, default=1, help="torch threads (default 1: tiny models gain nothing)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(handler=command_demo)
 

@@ -24,7 +24,12 @@ needs_09 = pytest.mark.skipif(not V09, reason="verl >= 0.9 (entry points, the v0
 MECHANISM = {"actor/cov/mean", "actor/cov/pg_mean", "actor/cov/p999", "actor/cov/max", "actor/cov/entropy_estimate"}
 SELECTION = {"actor/cov/selected_frac", "actor/cov/selected_adv_mean", "actor/cov/selected_logp_mean"}
 MODES = {
-    "verl_cov.vanilla": ([], MECHANISM),
+    # The vanilla run also validates before training and after every step, and logs to TensorBoard too:
+    # the log tool's readers get verl's own console text, file log and event files of one run.
+    "verl_cov.vanilla": (
+        ["trainer.test_freq=1", "trainer.val_before_train=True", "trainer.logger=[console,file,tensorboard]"],
+        MECHANISM,
+    ),
     "verl_cov.clip_cov": (
         [
             f"{PL}.clip_cov_ratio=0.2",
@@ -50,18 +55,20 @@ SAVE = {mode: ["trainer.save_freq=2"] if STEPS[mode] == 4 else [] for mode in MO
 
 @pytest.fixture(scope="module")
 def mode_runs(tmp_path_factory) -> dict:
-    return {
-        mode: run_trainer(
-            tmp_path_factory.mktemp(mode.split(".")[1]),
+    runs = {}
+    for mode, (overrides, _) in MODES.items():
+        out = tmp_path_factory.mktemp(mode.split(".")[1])
+        runs[mode] = run_trainer(
+            out,
             f"{PL}.loss_mode={mode}",
             *overrides,
             *SAVE[mode],
             *LOADING,
             steps=STEPS[mode],
+            env={"TENSORBOARD_DIR": str(out / "tensorboard")},
             label=f"{mode} verl {VERL}, {STEPS[mode]} steps",
         )
-        for mode, (overrides, _) in MODES.items()
-    }
+    return runs
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -101,6 +108,33 @@ def test_rollout_and_actor_agree_on_the_log_probs(mode_runs):
     for step, data in mode_runs["verl_cov.vanilla"].steps().items():
         assert data["training/rollout_actor_probs_pearson_corr"] > 0.99, step
         assert data["training/rollout_probs_diff_max"] < 1e-2, (step, data["training/rollout_probs_diff_max"])
+
+
+def test_the_log_tool_reads_verls_console_file_and_tensorboard_logs_alike(mode_runs):
+    """One real run, three of verl's loggers: the console text (Ray prefixes, colours, numpy values), the
+    file logger and the TensorBoard files hold the same entropy and validation series, and the law's
+    pairing leaves out the same points in each."""
+    from verl_cov.analysis.discover import read_runs
+    from verl_cov.analysis.keys import entropy_key, performance_keys
+    from verl_cov.analysis.pairing import pair
+
+    run = mode_runs["verl_cov.vanilla"]
+    console, file_log, events = (
+        read_runs(path)[0] for path in (run.out / "run.log", run.out / "metrics.jsonl", run.out / "tensorboard")
+    )
+    (score,) = performance_keys(file_log)
+    assert score.startswith("val-core/digit_sum/") and score.endswith("/mean@1")
+    assert sorted(file_log.series[score]) == [0, 1, 2, 3]  # before training and after each step
+    for other in (console, events):
+        assert entropy_key(other) == entropy_key(file_log) == "actor/entropy"
+        assert performance_keys(other) == [score]
+        for key in ("actor/entropy", score, "actor/cov/mean"):
+            assert other.series[key].keys() == file_log.series[key].keys(), key
+            for step, value in file_log.series[key].items():
+                assert other.series[key][step] == pytest.approx(value, rel=1e-6), (key, step)
+    points, left_out = pair(file_log.series["actor/entropy"], file_log.series[score])
+    assert [(p.step, p.entropy_step) for p in points] == [(1, 2), (2, 3)]
+    assert [item.step for item in left_out] == [0, 3]
 
 
 def initial_fingerprint(out: Path) -> list[float]:

@@ -40,7 +40,8 @@ class TrainerRun:
         return [record for record in records if "data" in record]
 
     def steps(self) -> dict[int, dict]:
-        return {record["step"]: record["data"] for record in self.metrics()}
+        """The training steps' records (step 0, if any, holds only the validation before training)."""
+        return {record["step"]: record["data"] for record in self.metrics() if record["step"] >= 1}
 
     def trace(self, name: str) -> list[dict]:
         path = self.out / "trace" / name

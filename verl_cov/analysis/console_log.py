@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from verl_cov.analysis.runs import RunLog, read_lines
+from verl_cov.analysis.runs import LogError, RunLog, read_lines
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 RAY_PREFIX = re.compile(r"^\s*\([^()]*?pid=\d+[^()]*\) ?")
@@ -64,12 +64,12 @@ def _parse(run: RunLog, record: str) -> None:
 def read_console(path: Path, name: str) -> RunLog:
     """One run from a saved console log; lines that are not verl's step lines are skipped."""
     run = RunLog(name)
-    record = None
+    record, records = None, 0
     for payload in _payloads(path):
         if STEP.search(payload):
             if record is not None:
                 _parse(run, record)
-            record = payload
+            record, records = payload, records + 1
         elif record is not None and _continues(payload):
             record += payload  # the cut falls anywhere, inside a key or a value: join the pieces as they were
         elif record is not None:
@@ -77,4 +77,9 @@ def read_console(path: Path, name: str) -> RunLog:
             record = None
     if record is not None:
         _parse(run, record)
+    if not records:
+        raise LogError(
+            f"{path} is not a known log format: no verl step line ('step:N - key:value - ...') in it, and it is "
+            "not JSON lines, a CSV export or a TensorBoard file"
+        )
     return run

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from verl_cov.analysis.console_log import STEP, read_console
+from verl_cov.analysis.console_log import read_console
 from verl_cov.analysis.jsonl_log import read_jsonl
 from verl_cov.analysis.runs import LogError, RunLog
 from verl_cov.analysis.tensorboard_log import read_tensorboard
@@ -22,23 +22,29 @@ FORMATS = "verl's file logger (JSON lines), its console output, TensorBoard even
 
 
 def sniff(path: Path) -> str:
-    """``tensorboard``, ``jsonl``, ``console`` or ``csv``; ``LogError`` for anything else."""
+    """``tensorboard``, ``jsonl``, ``csv``, or ``console`` for other text; ``LogError`` for anything else.
+
+    Console output often opens with tens of KB of printed config before its first step line, so text
+    that is neither JSON lines nor CSV goes to the console reader, which streams the file and refuses
+    it if no step line is found.
+    """
     if not path.is_file():
         raise LogError(f"{path} is not a regular file")
     with path.open("rb") as handle:
         head = handle.read(SNIFF_BYTES)
     if "tfevents" in path.name or b"brain.Event:" in head[:128]:
         return "tensorboard"
-    text = head.decode("utf-8", errors="ignore").lstrip("\ufeff")
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
+    control = sum(1 for character in text if not (character.isprintable() or character in "\n\r\t\x1b"))
+    if not text.strip() or "\x00" in text or control > len(text) // 100:  # binary, not a log
+        raise LogError(f"{path} is not a known log format (read its first 64 KB): expected {FORMATS}")
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
     if first.startswith("{"):
         return "jsonl"
-    if any(STEP.search(line) for line in text.splitlines()):
-        return "console"
     header = [cell.strip('"') for cell in first.split(",")]
     if len(header) > 1 and any(column in STEP_COLUMNS for column in header):
         return "csv"
-    raise LogError(f"{path} is not a known log format (read its first 64 KB): expected {FORMATS}")
+    return "console"
 
 
 def _read_file(path: Path, name: str, partial_ok: bool) -> list[RunLog]:

@@ -5,10 +5,11 @@ turned into verl's ``ActorConfig`` by verl's ``omega_conf_to_dataclass`` — the
 hands to ``ppo_loss``.
 
 Scaling (stated, the same for both methods, nothing tuned per mode): the paper selects a share of the
-tokens of mini-batches of ~10^5–10^6 tokens; a toy mini-batch holds N_mb = 128 tokens (64 responses of
-2 tokens), where the paper's shares (r = 2e-4, k = 2e-3) select nothing on average. Both shares are
-multiplied by one factor, the smallest that makes Clip-Cov act at all: r·N_mb = 1 (one cut token per
-mini-batch in expectation), so r = 1/N_mb and, keeping the paper's 7B ratio k/r = 10, k = 10/N_mb.
+tokens of mini-batches of ~10^5–10^6 tokens; a toy mini-batch holds N_mb = 256 tokens (32 responses of
+8 tokens; the pair task: 64 of 2, 128 tokens), where the paper's shares (r = 2e-4, k = 2e-3) select
+nothing on average. Both shares are multiplied by one factor, the smallest that makes Clip-Cov act at
+all: r·N_mb = 1 (one cut token per mini-batch in expectation), so r = 1/N_mb and, keeping the paper's
+7B ratio k/r = 10, k = 10/N_mb (forking task: 19.5× the paper's shares, r = 0.0039, k = 0.039).
 Everything else is the paper's:
 ω = [1, 5], β = 1, clip ratio 1 for Clip-Cov, no ratio clip for KL-Cov, clip 0.2 for the GRPO baseline,
 temperature 1, GRPO advantages, token-mean aggregation, several mini-batches per rollout batch.
@@ -41,19 +42,20 @@ PAPER_MODES = ("grpo", "clip_cov", "kl_cov")
 TARGET_MODES = ("clip_cov_target", "kl_cov_target")  # beyond the paper: the same methods holding H*
 MODE_NAMES = PAPER_MODES + (TARGET_MODES if HAS_ENGINE_TRAIN_BATCH else ())  # the target needs verl >= 0.8
 
-# The entropy target of the *_target runs (one value for both methods): H* = 1 nat per token, about
-# 40 % of the initial entropy and several times where GRPO ends; the controller's default gain κ = 20.
-# KL-Cov adapts β too: its share alone saturates (every token penalised) without holding the entropy.
-TARGET_ENTROPY = 1.0
+# The entropy target of the *_target runs (one value for both methods), per task: about half the
+# initial entropy per token and several times where GRPO ends (forking: 0.78 -> ~0.1 nats; pair:
+# 2.6 -> ~0.2); the controller's default gain κ = 20. KL-Cov adapts β too: its share alone saturates
+# (every token penalised) without holding the entropy.
+TARGET_ENTROPY = {"forking": 0.4, "pair": 1.0}
 
 
-def mode_overrides(mode: str, scale: float) -> list[str]:
+def mode_overrides(mode: str, scale: float, task: str = "forking") -> list[str]:
     """The command-line overrides of one run; ``scale`` multiplies the paper's token shares."""
     if mode in TARGET_MODES:
         method = mode.removesuffix("_target")
         return [
             *mode_overrides(method, scale),
-            f"+{POLICY_LOSS}.target_entropy={TARGET_ENTROPY}",
+            f"+{POLICY_LOSS}.target_entropy={TARGET_ENTROPY[task]}",
             *([f"+{POLICY_LOSS}.target_adapts_beta=true"] if method == "kl_cov" else []),
         ]
     return {
@@ -74,7 +76,9 @@ def mode_overrides(mode: str, scale: float) -> list[str]:
     }[mode]
 
 
-def actor_config(mode: str, seed: int, mini_batch_responses: int, samples_per_prompt: int, response_len: int):
+def actor_config(
+    mode: str, seed: int, mini_batch_responses: int, samples_per_prompt: int, response_len: int, task: str = "forking"
+):
     """verl's ActorConfig for ``mode``, composed from verl's own config files plus the mode's overrides."""
     scale = token_scale(mini_batch_responses * response_len)
     overrides = [
@@ -86,7 +90,7 @@ def actor_config(mode: str, seed: int, mini_batch_responses: int, samples_per_pr
         f"{ACTOR}.loss_agg_mode=token-mean",
         f"{ACTOR}.entropy_coeff=0",
         f"{ACTOR}.use_kl_loss=false",
-        *mode_overrides(mode, scale),
+        *mode_overrides(mode, scale, task),
     ]
     config_dir = Path(verl.__file__).parent / "trainer" / "config"
     with initialize_config_dir(config_dir=str(config_dir), version_base=None):

@@ -10,20 +10,25 @@ from verl_cov.analysis.runs import RunLog
 from verl_cov.study.rl import PERF_KEY
 
 
-def plot_study(out: Path, runs: list[RunLog], fits: list[LawFit | None], pass_k: int) -> list[Path]:
-    """``entropy_accuracy.png`` and ``entropy_law.png`` in ``out`` from the study's runs and fitted laws."""
+def plot_study(
+    out: Path, runs: list[RunLog], fits: list[LawFit | None], pass_k: int, targets: dict[str, float]
+) -> list[Path]:
+    """``entropy_accuracy.png`` and ``entropy_law.png`` in ``out`` from the study's runs and fitted laws;
+    ``targets`` (mode: H*) draws each target run's H* as a dotted line."""
     figure, axes = pyplot().subplots(1, 3, figsize=(15, 4.2))
     for run in runs:
         steps, entropy = run.get("actor/entropy")
         color = axes[0].plot(steps, entropy, label=run.name)[0].get_color()
+        if run.name in targets:
+            axes[0].axhline(targets[run.name], color=color, ls=":", lw=1.2, label=f"{run.name}: H*")
         for axis, key in ((axes[1], PERF_KEY), (axes[2], f"val-aux/sum/acc/pass@{pass_k}")):
             eval_steps, values = run.get(key)
             axis.plot(eval_steps, values, marker="o", ms=3, color=color, label=run.name)
-    axes[0].set(xlabel="step", ylabel="entropy of sampled positions", title="policy entropy")
+    axes[0].set(xlabel="step", ylabel="entropy (nats per token)", title="policy entropy")
     axes[1].set(xlabel="step", ylabel="held-out pass@1", title="held-out pass@1 (temperature 1)")
     axes[2].set(xlabel="step", ylabel=f"held-out pass@{pass_k}", title=f"held-out pass@{pass_k}")
     for axis in axes:
         axis.legend(fontsize=8)
     curves = save(figure, out / "entropy_accuracy.png")
-    law = plot_compare(runs, fits, ["actor/entropy"] * len(runs), out / "entropy_law.png")
+    law = plot_compare(runs, fits, ["actor/entropy"] * len(runs), out / "entropy_law.png", targets)
     return [curves, law]

@@ -11,7 +11,7 @@ from tqdm import tqdm
 from verl_cov.analysis.discover import read_runs
 from verl_cov.analysis.law import LawFit, fit_run
 from verl_cov.analysis.runs import LogError, RunLog
-from verl_cov.study.modes import MODE_NAMES
+from verl_cov.study.modes import PAPER_MODES, TARGET_ENTROPY, TARGET_MODES
 from verl_cov.study.report import plot_study
 from verl_cov.study.rl import PERF_KEY, RunConfig, train
 
@@ -23,20 +23,27 @@ def summarise(run: RunLog, pass_k: int) -> tuple[dict, LawFit | None]:
     _, pass1 = run.get(PERF_KEY)
     _, passk = run.get(f"val-aux/sum/acc/pass@{pass_k}")
     last_third = entropy[len(entropy) * 2 // 3 :]
+    first_third = slice(0, len(entropy) // 3)
     summary = {
+        # the end of the run: the mean over its last tenth of steps (one step's value is noisy)
+        "end_entropy": float(entropy[-max(1, len(entropy) // 10) :].mean()),
         "final_entropy": float(entropy[-1]),
         "entropy_last_third": [float(last_third.min()), float(last_third.max())],
         "final_pass@1": float(pass1[-1]),
         f"final_pass@{pass_k}": float(passk[-1]),
+        # where the covariance sits (the paper's statistic), averaged over the first third of the run
+        "cov_top_mean": float(run.get("study/cov_top_mean")[1][first_third].mean()),
+        "cov_all_mean": float(run.get("study/cov_all_mean")[1][first_third].mean()),
     }
     try:
         fit = fit_run(run, PERF_KEY, "actor/entropy")
     except LogError as error:
         return {**summary, "fit_error": str(error)}, None
-    return {**summary, "a": fit.a, "b": fit.b, "r2": fit.r2, "ceiling": fit.ceiling, "n_points": fit.n_points}, fit
+    law = {"a": fit.a, "b": fit.b, "r2": fit.r2, "ceiling": fit.ceiling, "n_points": fit.n_points}
+    return {**summary, **law, "warnings": fit.warnings}, fit
 
 
-def run_study(out: Path, config: RunConfig, modes: tuple[str, ...] = MODE_NAMES, progress: bool = True) -> dict:
+def run_study(out: Path, config: RunConfig, modes: tuple[str, ...] = PAPER_MODES, progress: bool = True) -> dict:
     """Train every mode with the same seed and budget; write logs, ``summary.json`` and PNG plots to ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=config.steps * len(modes), desc="verl-cov demo", unit="step", disable=not progress)
@@ -51,18 +58,21 @@ def run_study(out: Path, config: RunConfig, modes: tuple[str, ...] = MODE_NAMES,
     bar.close()
     summary = {"config": asdict(config), "modes": results}
     if "grpo" in results:
-        base = results["grpo"]["final_entropy"]
-        summary["entropy_vs_grpo"] = {m: r["final_entropy"] / base if base > 0 else None for m, r in results.items()}
+        base = results["grpo"]["end_entropy"]
+        summary["entropy_vs_grpo"] = {m: r["end_entropy"] / base if base > 0 else None for m, r in results.items()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    plot_study(out, runs, fits, config.pass_k)
+    targets = {mode: TARGET_ENTROPY[config.task] for mode in modes if mode in TARGET_MODES}
+    plot_study(out, runs, fits, config.pass_k, targets)
     return summary
 
 
 def format_table(summary: dict, pass_k: int) -> str:
-    columns = ["mode", "final_entropy", "entropy_last_third", "final_pass@1", f"final_pass@{pass_k}", "a", "b", "r2"]
+    columns = ["mode", "end_entropy", "entropy_last_third", "final_pass@1", f"final_pass@{pass_k}", "a", "b", "r2"]
     lines = ["  ".join(f"{c:>18}" for c in columns)]
     for mode, row in summary["modes"].items():
         cells = [mode] + [row.get(c, "-") for c in columns[1:]]
         cells[2] = "{:.3g}-{:.3g}".format(*row["entropy_last_third"])
         lines.append("  ".join(f"{c:>18.4g}" if isinstance(c, float) else f"{c!s:>18}" for c in cells))
+    for mode, row in summary["modes"].items():  # the law's own caveats: where a row's a, b, R² mean little
+        lines += [f"warning: {mode}: {warning}" for warning in row.get("warnings", [])]
     return "\n".join(lines)
