@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Shared part of the paper-reproduction recipes (Cui et al. 2025, verl recipe/entropy settings),
 # mapped onto verl 0.9.1's `python -m verl.trainer.main_ppo`. launch.sh sets MODEL_PATH, ROLLOUT_TP,
-# EXPERIMENT and METHOD_ARGS, then sources this file. Everything below can be changed from the
-# environment; extra Hydra overrides can be passed as arguments to the recipe.
+# TOKENS_PER_GPU, EXPERIMENT and METHOD_ARGS, then sources this file. Everything below can be changed
+# from the environment; extra Hydra overrides can be passed as arguments to the recipe.
 #   DRY_RUN=1  resolve and check the full config with verl's own files, print the policy loss, exit.
 set -euo pipefail
 
@@ -23,7 +23,6 @@ TEST_FREQ=${TEST_FREQ:-20}
 SAVE_FREQ=${SAVE_FREQ:-100}
 MAX_PROMPT=${MAX_PROMPT:-2048}
 MAX_RESPONSE=${MAX_RESPONSE:-8192}
-TOKENS_PER_GPU=${TOKENS_PER_GPU:-$(( (MAX_PROMPT + MAX_RESPONSE) * 2 ))}
 
 case "$LOGGER" in console|file|none|"") LOGGERS="[console,file]" ;; *) LOGGERS="[console,file,$LOGGER]" ;; esac
 # verl's file logger writes here; `verl-cov fit $OUT_DIR/$EXPERIMENT.jsonl` reads it.
@@ -36,11 +35,12 @@ ARGS=(
   algorithm.use_kl_in_reward=False
   actor_rollout_ref.actor.use_kl_loss=False
   actor_rollout_ref.actor.entropy_coeff=0
-  # DAPO dynamic sampling: drop groups whose answers are all right or all wrong, up to 10 batches
+  # DAPO dynamic sampling: drop groups whose answers are all right or all wrong; up to 3 x 256 prompts
+  # generating at once (the paper's generation batch of 768)
   trainer.use_v1=True
   algorithm.filter_groups.enable=True
   algorithm.filter_groups.metric=acc
-  algorithm.filter_groups.max_num_gen_batches=10
+  algorithm.filter_groups.max_inflight_gen_batches=3
   # data: 256 prompts x 8 responses per step, prompt 2048 / response 8192 tokens
   data.train_files="$TRAIN_FILE"
   data.val_files="$VAL_FILES"
@@ -50,7 +50,7 @@ ARGS=(
   data.filter_overlong_prompts=True
   data.truncation=left
   actor_rollout_ref.rollout.n=8
-  # actor: mini-batch 32 prompts, lr 1e-6 constant, no weight decay, grad clip 1, token-mean
+  # actor: mini-batch 32 prompts, lr 1e-6 constant, no weight decay, grad clip 1, token-mean, dual clip 10
   actor_rollout_ref.model.path="$MODEL_PATH"
   actor_rollout_ref.model.use_remove_padding=True
   actor_rollout_ref.model.enable_gradient_checkpointing=True
@@ -62,6 +62,7 @@ ARGS=(
   actor_rollout_ref.actor.optim.weight_decay=0
   actor_rollout_ref.actor.grad_clip=1.0
   actor_rollout_ref.actor.loss_agg_mode=token-mean
+  actor_rollout_ref.actor.clip_ratio_c=10.0
   # rollout: vLLM, temperature 1, top-p 1; validation greedy, one sample
   actor_rollout_ref.rollout.name=vllm
   actor_rollout_ref.rollout.tensor_model_parallel_size="$ROLLOUT_TP"
