@@ -82,3 +82,13 @@ def ratio_clipped(old_log_prob, log_prob, advantages, p, eps_low, eps_high) -> b
     ratio = math.exp(float(log_prob[p]) - float(old_log_prob[p]))
     a = float(advantages[p])
     return -a * min(max(ratio, 1 - eps_low), 1 + eps_high) > -a * ratio
+
+
+def grad_of(loss: torch.Tensor, log_prob: torch.Tensor) -> torch.Tensor:
+    (grad,) = torch.autograd.grad(loss, log_prob)
+    return grad
+
+
+def infer_cut(grad: torch.Tensor, reference_grad: torch.Tensor, mask: torch.Tensor) -> set[tuple[int, int]]:
+    """Tokens whose gradient the uncut reference keeps but the loss under test removed."""
+    return {(i, j) for i, j in torch.nonzero(mask & (grad == 0) & (reference_grad != 0)).tolist()}

@@ -5,17 +5,21 @@ import math
 import pytest
 import torch
 from conftest import actor_config, random_batch
-from paper_reference import aggregate, clip_cov_terms, covariance, kl_cov_terms, ratio_clipped, top_k
+from paper_reference import (
+    aggregate,
+    clip_cov_terms,
+    covariance,
+    grad_of,
+    infer_cut,
+    kl_cov_terms,
+    ratio_clipped,
+    top_k,
+)
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
 from verl_support import AGG_MODES, HAS_GLOBAL_BATCH_INFO
 
 clip_cov = get_policy_loss_fn("verl_cov.clip_cov")
 kl_cov = get_policy_loss_fn("verl_cov.kl_cov")
-
-
-def grad_of(loss, log_prob):
-    (grad,) = torch.autograd.grad(loss, log_prob)
-    return grad
 
 
 def hand_made():
@@ -66,11 +70,6 @@ def test_clip_cov_hand_made_cuts_one_random_candidate():
         assert len(cut) == 1 and cut <= {0, 3}
         seen |= cut
     assert seen == {0, 3}, "the single cut token is drawn at random among the candidates"
-
-
-def infer_cut(grad, reference_grad, mask):
-    """Tokens whose gradient the reference keeps but ours removed."""
-    return {(i, j) for i, j in torch.nonzero(mask & (grad == 0) & (reference_grad != 0)).tolist()}
 
 
 @pytest.mark.parametrize("agg", AGG_MODES)

@@ -1,0 +1,153 @@
+"""verl's built-in clip_cov and kl_cov, as contrib/verl's patch series leaves them, against this project's
+plain reference of the paper's equations (paper_reference.py).
+
+Not collected on its own (no test_ prefix): test_contrib_verl.py runs it with pytest in a fresh process
+whose PYTHONPATH puts the patched verl tree first and VERL_COV_PATCHED_VERL names that tree.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import verl
+from conftest import random_batch
+from paper_reference import (
+    aggregate,
+    clip_cov_terms,
+    covariance,
+    grad_of,
+    infer_cut,
+    kl_cov_terms,
+    ratio_clipped,
+    top_k,
+)
+from verl.trainer.ppo.core_algos import get_policy_loss_fn
+from verl.workers.config import FSDPActorConfig, PolicyLossConfig
+from verl_support import AGG_MODES, HAS_GLOBAL_BATCH_INFO
+
+clip_cov = get_policy_loss_fn("clip_cov")
+kl_cov = get_policy_loss_fn("kl_cov")
+
+
+def builtin_config(loss_mode: str, clip_ratio: float = 0.2, **policy_loss) -> FSDPActorConfig:
+    return FSDPActorConfig(
+        strategy="fsdp",
+        rollout_n=1,
+        ppo_micro_batch_size_per_gpu=1,
+        clip_ratio=clip_ratio,
+        clip_ratio_low=clip_ratio,
+        clip_ratio_high=clip_ratio,
+        policy_loss=PolicyLossConfig(loss_mode=loss_mode, **policy_loss),
+    )
+
+
+def test_the_patched_tree_is_under_test():
+    assert Path(verl.__file__).is_relative_to(os.environ["VERL_COV_PATCHED_VERL"])
+    assert "seed" in PolicyLossConfig.__dataclass_fields__
+
+
+def test_kl_cov_hand_made():
+    # log π = [-1,-2,-3,-4], A = [2,0,1,-3]: Cov = [3, 0, -0.5, 4.5]; k·N = 0.25·4 = 1 -> token 3 only.
+    log_prob = torch.tensor([[-1.0, -2.0, -3.0, -4.0]], requires_grad=True)
+    old = log_prob.detach() - torch.tensor([[0.1, 0.2, -0.1, 0.3]])
+    adv = torch.tensor([[2.0, 0.0, 1.0, -3.0]])
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    loss, metrics = kl_cov(
+        old, log_prob, adv, mask, "token-mean", builtin_config("kl_cov", kl_cov_ratio=0.25, ppo_kl_coef=1.0)
+    )
+    assert loss.item() == pytest.approx((-2 * math.exp(0.1) - math.exp(-0.1) + 3 * math.exp(0.3) + 0.3) / 4, rel=1e-6)
+    expected_grad = [-2 * math.exp(0.1) / 4, 0.0, -math.exp(-0.1) / 4, (3 * math.exp(0.3) + 1) / 4]
+    torch.testing.assert_close(grad_of(loss, log_prob)[0], torch.tensor(expected_grad))
+    assert metrics["actor/cov/selected_frac"] == pytest.approx(0.25)
+    assert metrics["actor/cov/mean"] == pytest.approx(7 / 4)
+    assert metrics["actor/cov/max"] == pytest.approx(4.5)
+
+
+@pytest.mark.parametrize("agg", AGG_MODES)
+@pytest.mark.parametrize("seed", range(4))
+def test_kl_cov_matches_the_reference_loss_and_gradient(agg, seed):
+    old, log_prob, adv, mask = random_batch(seed=seed, length=25)
+    n_valid = int(mask.sum())
+    config = builtin_config("kl_cov", kl_cov_ratio=5 / n_valid, ppo_kl_coef=0.7)  # k·N = 5: no random rounding
+    loss, metrics = kl_cov(old, log_prob, adv, mask, agg, config)
+
+    penalised = top_k(covariance(log_prob.detach(), adv, mask), 5)
+    ref_log_prob = log_prob.detach().clone().requires_grad_()
+    reference = aggregate(kl_cov_terms(old, ref_log_prob, adv, mask, penalised, 0.7), mask, agg, HAS_GLOBAL_BATCH_INFO)
+    torch.testing.assert_close(loss, reference.float(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad_of(loss, log_prob), grad_of(reference, ref_log_prob), rtol=1e-5, atol=1e-7)
+    assert metrics["actor/cov/selected_frac"] == pytest.approx(5 / n_valid)
+
+
+@pytest.mark.parametrize("agg", AGG_MODES)
+@pytest.mark.parametrize("seed", range(4))
+def test_clip_cov_cuts_candidates_only_and_is_the_reference_elsewhere(agg, seed):
+    old, log_prob, adv, mask = random_batch(seed=seed, length=24)
+    config = builtin_config("clip_cov", clip_cov_ratio=0.1, clip_cov_lb=0.2, clip_cov_ub=3.0, seed=seed)
+    loss, metrics = clip_cov(old, log_prob, adv, mask, agg, config)
+    grad = grad_of(loss, log_prob)
+
+    ref_log_prob = log_prob.detach().clone().requires_grad_()
+    uncut = aggregate(clip_cov_terms(old, ref_log_prob, adv, mask, set(), 0.2, 0.2), mask, agg, HAS_GLOBAL_BATCH_INFO)
+    cut = infer_cut(grad, grad_of(uncut, ref_log_prob), mask)
+    cov = covariance(log_prob.detach(), adv, mask)
+    candidates = {
+        p for p, c in cov.items() if 0.2 < c < 3.0 and not ratio_clipped(old, log_prob.detach(), adv, p, 0.2, 0.2)
+    }
+    n_valid = len(cov)
+    assert cut <= candidates
+    assert len(cut) in {min(math.floor(0.1 * n_valid) + extra, len(candidates)) for extra in (0, 1)}
+    assert metrics["actor/cov/selected_frac"] == pytest.approx(len(cut) / n_valid)
+
+    ref_log_prob = log_prob.detach().clone().requires_grad_()
+    reference = aggregate(clip_cov_terms(old, ref_log_prob, adv, mask, cut, 0.2, 0.2), mask, agg, HAS_GLOBAL_BATCH_INFO)
+    torch.testing.assert_close(loss, reference.float(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, grad_of(reference, ref_log_prob), rtol=1e-5, atol=1e-7)
+
+
+def all_candidates_batch(tokens: int):
+    """One sequence of ``tokens`` valid tokens, every one a Clip-Cov candidate (band and ratio clip wide)."""
+    g = torch.Generator().manual_seed(1)
+    log_prob = (-torch.rand(1, tokens, generator=g) * 4).requires_grad_()
+    return (
+        log_prob.detach() + 0.01,
+        log_prob,
+        torch.randn(1, tokens, generator=g),
+        torch.ones(1, tokens, dtype=torch.bool),
+    )
+
+
+def clip_cov_cut(seed: int, tokens: int, ratio: float) -> list[list[int]]:
+    old, log_prob, adv, mask = all_candidates_batch(tokens)
+    config = builtin_config(
+        "clip_cov", clip_ratio=10.0, clip_cov_ratio=ratio, clip_cov_lb=-1e9, clip_cov_ub=1e9, seed=seed
+    )
+    loss, _ = clip_cov(old, log_prob, adv, mask, "token-sum", config)
+    return torch.nonzero(grad_of(loss, log_prob) == 0).tolist()
+
+
+def test_the_same_seed_cuts_the_same_tokens_in_two_fresh_processes():
+    script = (
+        "import sys, json; from builtin_reference_checks import clip_cov_cut; "
+        "print(json.dumps(clip_cov_cut(int(sys.argv[1]), 2000, 0.01)))"
+    )
+
+    def cut_in_fresh_process(seed: int) -> list:
+        result = subprocess.run([sys.executable, "-c", script, str(seed)], capture_output=True, text=True, check=True)
+        return json.loads(result.stdout.splitlines()[-1])
+
+    first, again, other = cut_in_fresh_process(3), cut_in_fresh_process(3), cut_in_fresh_process(4)
+    assert len(first) == 20 and first == again  # floor(2000 x 0.01 + u)
+    assert other != first
+
+
+def test_the_expected_count_is_ratio_times_n_below_one_token():
+    # 2000 tokens x 2e-4 = 0.4 tokens per micro-batch: max(1, floor(·)) would cut 1 every time.
+    counts = [len(clip_cov_cut(seed, 2000, 2e-4)) for seed in range(400)]
+    assert set(counts) == {0, 1}
+    assert sum(counts) / len(counts) == pytest.approx(0.4, abs=4 * math.sqrt(0.4 * 0.6 / 400))
