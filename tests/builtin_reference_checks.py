@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import verl
-from conftest import random_batch
+from conftest import actor_config, random_batch
 from paper_reference import (
     aggregate,
     clip_cov_terms,
@@ -27,23 +27,15 @@ from paper_reference import (
     top_k,
 )
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
-from verl.workers.config import FSDPActorConfig, PolicyLossConfig
+from verl.workers.config import PolicyLossConfig
 from verl_support import AGG_MODES, HAS_GLOBAL_BATCH_INFO
 
 clip_cov = get_policy_loss_fn("clip_cov")
 kl_cov = get_policy_loss_fn("kl_cov")
 
 
-def builtin_config(loss_mode: str, clip_ratio: float = 0.2, **policy_loss) -> FSDPActorConfig:
-    return FSDPActorConfig(
-        strategy="fsdp",
-        rollout_n=1,
-        ppo_micro_batch_size_per_gpu=1,
-        clip_ratio=clip_ratio,
-        clip_ratio_low=clip_ratio,
-        clip_ratio_high=clip_ratio,
-        policy_loss=PolicyLossConfig(loss_mode=loss_mode, **policy_loss),
-    )
+def builtin_config(loss_mode: str, clip_ratio: float = 0.2, **policy_loss):
+    return actor_config(loss_mode, clip_ratio, config_class=PolicyLossConfig, **policy_loss)
 
 
 def test_the_patched_tree_is_under_test():

@@ -11,8 +11,11 @@ from verl_cov.config import CovPolicyLossConfig
 torch.set_num_threads(1)
 
 
-def actor_config(loss_mode: str = "verl_cov.kl_cov", clip_ratio: float = 0.2, **policy_loss) -> FSDPActorConfig:
-    """A real verl actor config holding our policy-loss config, as verl's workers build it."""
+def actor_config(
+    loss_mode: str = "verl_cov.kl_cov", clip_ratio: float = 0.2, config_class=CovPolicyLossConfig, **policy_loss
+) -> FSDPActorConfig:
+    """A real verl actor config holding a policy-loss config (ours, or verl's ``PolicyLossConfig`` for its
+    built-ins), as verl's workers build it."""
     return FSDPActorConfig(
         strategy="fsdp",
         rollout_n=1,
@@ -20,7 +23,7 @@ def actor_config(loss_mode: str = "verl_cov.kl_cov", clip_ratio: float = 0.2, **
         clip_ratio=clip_ratio,
         clip_ratio_low=clip_ratio,
         clip_ratio_high=clip_ratio,
-        policy_loss=CovPolicyLossConfig(loss_mode=loss_mode, **policy_loss),
+        policy_loss=config_class(loss_mode=loss_mode, **policy_loss),
     )
 
 

@@ -4,7 +4,8 @@ per-seed values depend on the CPU's floating-point paths (docs/study.md)."""
 
 import numpy as np
 import pytest
-from verl_support import HAS_ENGINE_TRAIN_BATCH
+
+from verl_cov.compat import HAS_ENGINE_TRAIN_BATCH
 
 if not HAS_ENGINE_TRAIN_BATCH:
     pytest.skip("the study's target modes need verl >= 0.8", allow_module_level=True)
