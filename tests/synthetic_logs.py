@@ -17,6 +17,10 @@ A, B = 0.3, 0.9
 STEPS = 80
 VAL_EVERY = 4
 PERF_KEY = "val-core/synthetic/acc/mean@1"
+# The fields every fit has in the JSON contract of `verl-cov fit --json`.
+FIT_FIELDS = frozenset(
+    {"run", "a", "b", "r2", "ceiling", "ceiling_se", "n_points", "entropy_key", "perf_key", "left_out", "warnings"}
+)
 
 
 def entropy_curve(steps: int = STEPS) -> np.ndarray:

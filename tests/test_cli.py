@@ -7,24 +7,21 @@ import sys
 import time
 
 import pytest
-from synthetic_logs import PERF_KEY, A, B, synthetic_run, write_console, write_jsonl, write_tensorboard, write_wandb_csv
+from synthetic_logs import (
+    FIT_FIELDS,
+    PERF_KEY,
+    A,
+    B,
+    synthetic_run,
+    write_console,
+    write_jsonl,
+    write_tensorboard,
+    write_wandb_csv,
+)
 
 from verl_cov.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-FIT_FIELDS = {
-    "run",
-    "a",
-    "b",
-    "r2",
-    "ceiling",
-    "ceiling_se",
-    "n_points",
-    "entropy_key",
-    "perf_key",
-    "left_out",
-    "warnings",
-}
 
 
 def cli(*argv, timeout=120):

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from synthetic_logs import PERF_KEY, STEPS, VAL_EVERY, WRITERS, A, B, expected_points, synthetic_run
+from synthetic_logs import FIT_FIELDS, PERF_KEY, STEPS, VAL_EVERY, WRITERS, A, B, expected_points, synthetic_run
 
 from verl_cov.analysis.discover import read_runs
 from verl_cov.analysis.law import LawFit, fit_points, fit_run, law, ordinary_least_squares
@@ -149,18 +149,7 @@ def test_json_is_always_valid():
     fit.a_se = math.inf
     data = json.loads(json.dumps(fit.as_dict(), allow_nan=False))
     assert data["a_se"] is None and "heldout_rmse" not in data  # no --fit-until: no forecast fields
-    assert {
-        "a",
-        "b",
-        "r2",
-        "ceiling",
-        "ceiling_se",
-        "n_points",
-        "entropy_key",
-        "perf_key",
-        "left_out",
-        "warnings",
-    } <= set(data)
+    assert FIT_FIELDS <= set(data)
 
 
 def test_formula_sign():

@@ -146,7 +146,7 @@ def _check_mode(mode: Any) -> None:
     raise ValueError(f"{KEY_PREFIX}.loss_mode={mode!r} is not a registered policy loss: {hint}registered: {names}")
 
 
-def _check_mode_uses_keys(config: Any, mode: Any) -> None:
+def _check_mode_uses_keys(config: CovPolicyLossConfig, mode: Any) -> None:
     """Refuse a verl-cov key that ``mode`` would silently ignore for the whole run."""
     ignored = [key for key in OWN_KEYS if config.get(key, default(key)) != default(key)]
     if mode not in SELECTING_MODES and ignored:
@@ -159,15 +159,13 @@ def _check_mode_uses_keys(config: Any, mode: Any) -> None:
         )
     if mode == CLIP_COV and config.get("target_adapts_beta"):
         _fail("target_adapts_beta", True, f"applies to {KL_COV} only; {CLIP_COV} has no β")
-    needs_statistics = config.get("selection_scope") == GLOBAL or config.get("target_entropy") is not None
-    if mode in SELECTING_MODES and needs_statistics and not HAS_ENGINE_TRAIN_BATCH:
-        key = "selection_scope" if config.get("selection_scope") == GLOBAL else "target_entropy"
-        _fail(key, config.get(key), "needs verl >= 0.8 (the engine workers, whose train_batch verl-cov wraps)")
+    if config.needs_mini_batch_statistics and not HAS_ENGINE_TRAIN_BATCH:
+        _fail(*config.statistics_key, "needs verl >= 0.8 (the engine workers, whose train_batch verl-cov wraps)")
 
 
-def check(config: Any) -> None:
-    """Check a policy-loss config (ours, verl's, or a DictConfig); ``ValueError`` naming the full key, the
-    value and the allowed range, or the loss mode and its fix."""
+def check(config: CovPolicyLossConfig) -> None:
+    """Check a config as it is built (``__post_init__``; ``settings`` builds one from any other policy-loss
+    config); ``ValueError`` naming the full key, the value and the allowed range, or the loss mode and its fix."""
     _check_values(config)
     mode = config.get("loss_mode")
     _check_mode(mode)

@@ -154,7 +154,6 @@ def fit_points(
     ols = ordinary_least_squares(np.array([p.H for p in fitted]), np.array([p.R for p in fitted]))
     scale = math.exp(-ols.shift)
     c = ols.covariance
-    ceiling_se = math.sqrt(max(c[0, 0] + scale * scale * c[1, 1] + 2 * scale * c[0, 1], 0.0))
     result = LawFit(
         run=run,
         entropy_key=entropy_key,
@@ -166,7 +165,7 @@ def fit_points(
         r2=ols.r2,
         rmse=ols.rmse,
         ceiling=float(ols.predict(0.0)),
-        ceiling_se=ceiling_se,
+        ceiling_se=float(ols.standard_error(0.0)),
         n_points=len(fitted),
         points=[asdict(p) for p in fitted],
         left_out=left,

@@ -23,6 +23,27 @@ def warn(message: str) -> None:
     print(f"verl-cov: warning: {message}", file=sys.stderr)
 
 
+def warn_about(runs: list[RunLog], fits: list[LawFit | None] = (), errors: list[str] = ()) -> None:
+    """What the readers skipped, the runs that could not be fitted, and each fit's caveats."""
+    for run in runs:
+        for message in run.warnings:
+            warn(message)
+    for message in errors:
+        warn(f"not fitted: {message}")
+    for fit in fits:
+        for message in fit.warnings if fit else []:
+            warn(f"{fit.run}: {message}")
+
+
+def plot_path(args: argparse.Namespace) -> Path | None:
+    """``--plot``'s path, checked before any reading or fitting; None without ``--plot``."""
+    if not args.plot:
+        return None
+    from verl_cov.analysis.plots import check_plot_path
+
+    return check_plot_path(args.plot)
+
+
 def fits_of(runs: list[RunLog], args: argparse.Namespace) -> tuple[list[tuple[RunLog, LawFit]], list[str]]:
     """(run, fit) per run and validation source (``--perf-key``: that key only; a run validated on several
     sources is fitted once per source, named ``run [key]``), and the errors of the runs that could not be
@@ -63,14 +84,7 @@ def print_fit(fit: LawFit) -> None:
 
 def emit(fits: list[LawFit], runs: list[RunLog], errors: list[str], as_json: bool) -> None:
     """Warnings to stderr, then the fits as JSON (one object, or ``{"runs": [...]}``) or as text and a table."""
-    for run in runs:
-        for message in run.warnings:
-            warn(message)
-    for message in errors:
-        warn(f"not fitted: {message}")
-    for fit in fits:
-        for message in fit.warnings:
-            warn(f"{fit.run}: {message}")
+    warn_about(runs, fits, errors)
     if as_json:
         payload = (
             fits[0].as_dict()
@@ -111,11 +125,7 @@ def plot(fitted: list[tuple[RunLog, LawFit]], out: Path) -> None:
 
 
 def fit_command(args: argparse.Namespace) -> None:
-    out = None
-    if args.plot:
-        from verl_cov.analysis.plots import check_plot_path
-
-        out = check_plot_path(args.plot)
+    out = plot_path(args)
     if args.predict_until is not None and args.fit_until is None:
         raise LogError("--predict-until needs --fit-until")
     if args.follow:
@@ -123,9 +133,8 @@ def fit_command(args: argparse.Namespace) -> None:
         return
     runs = read_runs(args.log)
     if args.list_keys:
+        warn_about(runs)
         for run in runs:
-            for message in run.warnings:
-                warn(message)
             for key in run.keys():
                 print(
                     f"{run.name}\t{key}\t{len(run.series[key])} points"
@@ -204,11 +213,7 @@ def common_score_key(runs: list[RunLog], chosen: str | None) -> str:
 
 
 def compare_command(args: argparse.Namespace) -> None:
-    out = None
-    if args.plot:
-        from verl_cov.analysis.plots import check_plot_path
-
-        out = check_plot_path(args.plot)
+    out = plot_path(args)
     runs, paths = [], []
     for path in args.logs:
         found = read_runs(path)
@@ -237,12 +242,7 @@ def compare_command(args: argparse.Namespace) -> None:
             row["fit_error"] = str(error)
         rows.append(row)
         fits.append(fit)
-    for run in runs:
-        for message in run.warnings:
-            warn(message)
-    for fit in fits:
-        for message in fit.warnings if fit else []:
-            warn(f"{fit.run}: {message}")
+    warn_about(runs, fits)
     if args.json:
         print(json.dumps({"perf_key": score, "runs": [json_safe(row) for row in rows]}, allow_nan=False))
     else:
