@@ -19,6 +19,7 @@ from verl_cov.study.modes import MODE_NAMES, PAPER_CLIP_COV_RATIO, PAPER_KL_COV_
 from verl_cov.study.policy import TemplatePolicy, build_policy, response_log_probs, sample  # noqa: E402
 from verl_cov.study.rl import PERF_KEY, RunConfig, evaluate  # noqa: E402
 from verl_cov.study.runs import run_study  # noqa: E402
+from verl_cov.study.seeds import table  # noqa: E402
 from verl_cov.study.tasks import TASKS  # noqa: E402
 
 FORKING, PAIR = TASKS["forking"], TASKS["pair"]
@@ -171,3 +172,23 @@ def test_demo_command_rejects_bad_flags(capsys):
     assert "choose one or more of" in capsys.readouterr().err
     assert main(["demo", "--steps", "0"]) == 2
     assert main(["demo", "--threads", "0"]) == 2
+
+
+def study_row(end_entropy: float) -> dict:
+    return {
+        "end_entropy": end_entropy,
+        "final_pass@1": 0.1,
+        "final_pass@8": 0.3,
+        "cov_top_mean": 2.0,
+        "cov_all_mean": 0.01,
+    }
+
+
+def test_the_seed_table_gives_ratios_to_grpo_and_dashes_without_it():
+    with_grpo = {seed: {"modes": {"grpo": study_row(0.1 * (seed + 1)), "kl_cov": study_row(0.3)}} for seed in (0, 1)}
+    lines = table(with_grpo, 8).splitlines()
+    assert lines[3] == "| kl_cov | 0.300, 0.300 | 3.0×, 1.5× | 2.2× | 0.100 | 0.300 |"
+    assert "top 0.2% of a step's tokens average Cov 2.00, all tokens 0.0100" in lines[-1]
+    # scripts/run_study.py --modes clip_cov,kl_cov used to end in ZeroDivisionError after the whole study
+    without = {seed: {"modes": {"kl_cov": study_row(0.3)}} for seed in (0, 1)}
+    assert table(without, 8).splitlines()[2:] == ["| kl_cov | 0.300, 0.300 | – | – | 0.100 | 0.300 |"]

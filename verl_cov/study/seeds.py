@@ -37,21 +37,28 @@ def table(summaries: dict[int, dict], pass_k: int) -> str:
         f"| pass@1 (mean) | pass@{pass_k} (mean) |",
         "|---|---|---|---|---|---|",
     ]
+    grpo = [summaries[s]["modes"]["grpo"] for s in seeds] if "grpo" in modes else []
     for mode in modes:
         entropy = [summaries[s]["modes"][mode]["end_entropy"] for s in seeds]
-        grpo = [summaries[s]["modes"]["grpo"]["end_entropy"] for s in seeds] if "grpo" in modes else None
-        ratios = [e / g for e, g in zip(entropy, grpo, strict=True)] if grpo else []
+        per_seed, mean = _ratio_cells(entropy, [row["end_entropy"] for row in grpo])
         pass1 = sum(summaries[s]["modes"][mode]["final_pass@1"] for s in seeds) / len(seeds)
         passk = sum(summaries[s]["modes"][mode][f"final_pass@{pass_k}"] for s in seeds) / len(seeds)
         rows.append(
-            f"| {mode} | {', '.join(f'{e:.3f}' for e in entropy)} | {', '.join(f'{r:.1f}×' for r in ratios)} "
-            f"| {sum(ratios) / len(ratios):.1f}× | {pass1:.3f} | {passk:.3f} |"
+            f"| {mode} | {', '.join(f'{e:.3f}' for e in entropy)} | {per_seed} | {mean} | {pass1:.3f} | {passk:.3f} |"
         )
-    top = [summaries[s]["modes"]["grpo"]["cov_top_mean"] for s in seeds if "grpo" in summaries[s]["modes"]]
-    every = [summaries[s]["modes"]["grpo"]["cov_all_mean"] for s in seeds if "grpo" in summaries[s]["modes"]]
-    if top:
+    if grpo:
+        top = [row["cov_top_mean"] for row in grpo]
+        every = [row["cov_all_mean"] for row in grpo]
         rows.append(
             f"\nCovariance concentration (GRPO, first third of the run): the top {TOP_SHARE:.1%} of a step's "
             f"tokens average Cov {sum(top) / len(top):.2f}, all tokens {sum(every) / len(every):.4f}."
         )
     return "\n".join(rows)
+
+
+def _ratio_cells(entropy: list[float], grpo: list[float]) -> tuple[str, str]:
+    """The per-seed and mean ratios to GRPO's end-of-run entropy; "–" without a GRPO run (or one at 0)."""
+    if not grpo or not all(g > 0 for g in grpo):
+        return "–", "–"
+    ratios = [e / g for e, g in zip(entropy, grpo, strict=True)]
+    return ", ".join(f"{r:.1f}×" for r in ratios), f"{sum(ratios) / len(ratios):.1f}×"
