@@ -7,6 +7,8 @@ or torch; ``demo`` loads verl and torch when it runs.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 
 from verl_cov import __version__
@@ -73,9 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--predict-until", type=int, metavar="STEP", help="with --fit-until: forecast those up to STEP")
     fit.add_argument("--keep-base", action="store_true", help="keep validations logged before the first entropy")
     fit.add_argument("--plot", metavar="OUT.png", help="write the figure here (format from the suffix)")
-    fit.add_argument("--json", action="store_true", help='print JSON: one object, or {"runs": [...]}')
+    fit.add_argument(
+        "--json",
+        action="store_true",
+        help='print JSON: one fit, an object; several, {"runs": [...]}; {"error": ...} on failure',
+    )
     fit.add_argument("--list-keys", action="store_true", help="list the log's metric keys and exit")
-    fit.add_argument("--follow", action="store_true", help="re-read a growing log; print each new forecast")
+    fit.add_argument(
+        "--follow", action="store_true", help="re-read a growing log (waiting for it to start); print each new forecast"
+    )
     fit.add_argument("--interval", type=float, default=5.0, metavar="SECONDS", help="--follow's polling period")
     fit.set_defaults(handler=command_fit)
 
@@ -114,13 +122,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def fail(message: str, args: argparse.Namespace) -> int:
+    """One line on stderr and exit code 2; with ``--json`` also ``{"error": ...}`` on stdout, so a script
+    reading stdout sees the failure."""
+    try:
+        print(f"verl-cov: error: {message}", file=sys.stderr)
+        if getattr(args, "json", False):
+            print(json.dumps({"error": message}), flush=True)
+    except BrokenPipeError:  # the reader of stdout is gone (``| head``): nobody to tell, no second traceback
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit would raise again
+        except (OSError, ValueError):  # stdout is no file (captured): nothing left to flush at exit
+            pass
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done (also ``--follow`` ended by Ctrl-C), 2 bad input or an unreadable path, 130
+    interrupted otherwise."""
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
     except UsageError as error:
-        print(f"verl-cov: error: {error}", file=sys.stderr)
-        return 2
+        return fail(str(error), args)
+    except OSError as error:  # a path no reader opened (the demo's folder, a pipe): still one line, not a traceback
+        where = f"{error.filename}: " if error.filename is not None else ""
+        return fail(f"{where}{error.strerror or error}", args)
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 

@@ -11,16 +11,17 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from verl_cov.analysis.runs import LogError, RunLog, read_lines
+from verl_cov.analysis.runs import LogError, NoRecords, RunLog, UnknownFormat, Unreadable, read_lines
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 RAY_PREFIX = re.compile(r"^\s*\([^()]*?pid=\d+[^()]*\) ?")
 STEP = re.compile(r"(?:^|\s)step:(\d+) - (.*)$")
 PAIR = re.compile(r"^[^\s:]+:\S+$")
+BARS = re.compile(r"[\r\b]+")  # progress bars redraw with carriage returns or backspaces
 WRAPPED = re.compile(r"^[A-Za-z_][\w.]*\((.*)\)$")  # np.float64(0.5), tensor(0.5, dtype=...)
 
 
-def number(text: str) -> float | None:
+def parse_number(text: str) -> float | None:
     """A logged value as a float: ``0.5``, ``np.float64(0.5)``, ``np.int64(2)``, ``tensor(0.5)``, ``nan``."""
     match = WRAPPED.match(text)
     if match:
@@ -32,11 +33,16 @@ def number(text: str) -> float | None:
 
 
 def _payloads(path: Path):
-    """The text of each console line without colours and Ray's prefix; ``\\r`` separates lines too."""
-    with path.open(encoding="utf-8-sig") as handle:
-        for _, line, _ in read_lines(path, handle):
-            for piece in line.split("\r"):
-                yield RAY_PREFIX.sub("", ANSI.sub("", piece), count=1)
+    """(line number, text) of each console line without colours and Ray's prefix; a progress bar's
+    ``\\r`` or ``\\b`` separates lines too."""
+    try:
+        handle = path.open(encoding="utf-8-sig")
+    except OSError as error:
+        raise Unreadable(path, error) from None
+    with handle:
+        for line_number, line, _ in read_lines(path, handle):
+            for piece in BARS.split(line):
+                yield line_number, RAY_PREFIX.sub("", ANSI.sub("", piece), count=1)
 
 
 def _continues(payload: str) -> bool:
@@ -51,35 +57,51 @@ def _continues(payload: str) -> bool:
     )
 
 
-def _parse(run: RunLog, record: str) -> None:
+def _parse(run: RunLog, record: str, where: str) -> None:
     match = STEP.search(record)
     step = int(match.group(1))
+    run.begin(step, where)
     for pair in match.group(2).split(" - "):
         key, _, value = pair.partition(":")
-        parsed = number(value.strip())
+        parsed = parse_number(value.strip())
         if key and parsed is not None:
             run.add(key.strip(), step, parsed)
 
 
-def read_console(path: Path, name: str) -> RunLog:
-    """One run from a saved console log; lines that are not verl's step lines are skipped."""
+def read_console(path: Path, name: str, scan: int | None = None) -> RunLog:
+    """One run from a saved console log; lines that are not verl's step lines are skipped. With ``scan``, a
+    file without a step line in its first ``scan`` characters is refused there, not read to its end."""
     run = RunLog(name)
-    record, records = None, 0
-    for payload in _payloads(path):
+    record, where, records, scanned = None, "", 0, 0
+    payloads = _payloads(path)
+    while True:
+        try:
+            line_number, payload = next(payloads)
+        except StopIteration:
+            break
+        except LogError as error:  # not UTF-8, a line of 16 MiB: before any step line, text of another kind
+            if records:
+                raise
+            raise UnknownFormat(str(error)) from None
+        if scan is not None and not records:
+            scanned += len(payload) + 1
+            if scanned > scan:
+                break
         if STEP.search(payload):
             if record is not None:
-                _parse(run, record)
-            record, records = payload, records + 1
+                _parse(run, record, where)
+            record, where, records = payload, f"{path}:{line_number}", records + 1
         elif record is not None and _continues(payload):
             record += payload  # the cut falls anywhere, inside a key or a value: join the pieces as they were
         elif record is not None:
-            _parse(run, record)
+            _parse(run, record, where)
             record = None
     if record is not None:
-        _parse(run, record)
+        _parse(run, record, where)
     if not records:
-        raise LogError(
-            f"{path} is not a known log format: no verl step line ('step:N - key:value - ...') in it, and it is "
+        within = f"its first {scan} characters" if scan is not None and scanned > scan else "it"
+        raise NoRecords(
+            f"{path} is not a known log format: no verl step line ('step:N - key:value - ...') in {within}, and it is "
             "not JSON lines, a CSV export or a TensorBoard file"
         )
     return run

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from verl_cov.analysis.runs import LogError, RunLog
+from verl_cov.analysis.runs import LogError, RunLog, TooFewPoints
 
 ENTROPY_KEYS = ("actor/entropy", "actor/entropy_loss", "actor/cov/entropy_estimate")
 CORE = re.compile(r"^val-core/(?P<source>.+)/(?P<metric>[^/]+)/mean@(?P<n>\d+)$")
@@ -38,8 +38,8 @@ def performance_keys(run: RunLog) -> list[str]:
             continue
         if source not in chosen or rank < chosen[source][0]:
             chosen[source] = (rank, key)
-    if not chosen:
-        raise LogError(
+    if not chosen:  # none yet, for --follow: a live run validates only every test_freq steps
+        raise TooFewPoints(
             f"{run.name} has no validation score (val-core/<source>/<metric>/mean@N or val/test_score/<source>); "
             "pass --perf-key"
         )

@@ -17,12 +17,15 @@ import numpy as np
 
 from verl_cov.analysis.keys import entropy_key
 from verl_cov.analysis.pairing import LeftOut, Point, pair
-from verl_cov.analysis.runs import LogError, RunLog
+from verl_cov.analysis.runs import LogError, RunLog, TooFewPoints
 
 MIN_POINTS = 3  # two parameters and one degree of freedom for their errors
 FEW_POINTS = 5
 LOW_R2 = 0.5  # below it the entropy explains less than half of the score's variance
 HELDOUT_FACTOR = 3.0
+# float32 (TensorBoard's and most loggers' precision) tells values apart to ~1.2e-7 relative; an entropy
+# spread of a few such steps is rounding, and fitting it gave ceilings like -2.7e6
+RESOLUTION = 4 * float(np.finfo(np.float32).eps)
 
 
 def law(H: np.ndarray, a: float, b: float) -> np.ndarray:
@@ -54,9 +57,14 @@ class OLS:
 def ordinary_least_squares(H: np.ndarray, R: np.ndarray) -> OLS:
     H, R = np.asarray(H, dtype=float), np.asarray(R, dtype=float)
     if len(H) < MIN_POINTS:
-        raise LogError(f"only {len(H)} (entropy, score) points to fit; need at least {MIN_POINTS}")
-    if np.ptp(H) <= 1e-12 * max(1.0, float(np.abs(H).max())):
+        raise TooFewPoints(f"only {len(H)} (entropy, score) points to fit; need at least {MIN_POINTS}")
+    if np.ptp(H) == 0:
         raise LogError(f"the entropy does not vary (H = {H[0]:.6g} at every point); the law cannot be fitted")
+    if np.ptp(H) < RESOLUTION * max(1.0, float(np.abs(H).max())):
+        raise LogError(
+            f"the entropy varies by only {np.ptp(H):.2g} (H from {H.min():.9g} to {H.max():.9g}): below the resolution "
+            "of a logged float32 value, so the law cannot be fitted (its ceiling would be noise)"
+        )
     if np.ptp(R) == 0:
         raise LogError(f"the score does not vary (R = {R[0]:.6g} at every point); the law cannot be fitted")
     shift = float(H.max())
@@ -150,7 +158,7 @@ def fit_points(
         left += [{"step": p.step, "reason": "after --predict-until"} for p in held if p.step > predict_until]
         held = [p for p in held if p.step <= predict_until]
     if fit_until is not None and not held:
-        raise LogError(f"{run}: no (entropy, score) point after --fit-until {fit_until} to score the forecast")
+        raise TooFewPoints(f"{run}: no (entropy, score) point after --fit-until {fit_until} to score the forecast")
     ols = ordinary_least_squares(np.array([p.H for p in fitted]), np.array([p.R for p in fitted]))
     scale = math.exp(-ols.shift)
     c = ols.covariance
@@ -193,7 +201,10 @@ def fit_run(
     key = entropy or entropy_key(run)
     run.get(key)  # a clear error naming close keys when absent
     run.get(perf_key)
-    points, left_out = pair(run.series[key], run.series[perf_key], keep_base=keep_base)
+    # NaN and infinite values take part in the pairing so that the points they spoil are named
+    entropy_values = {**run.series[key], **run.nonfinite.get(key, {})}
+    scores = {**run.series[perf_key], **run.nonfinite.get(perf_key, {})}
+    points, left_out = pair(entropy_values, scores, keep_base=keep_base)
     return fit_points(run.name, key, perf_key, points, left_out, fit_until, predict_until)
 
 

@@ -1,38 +1,62 @@
 """What ``verl-cov fit`` and ``verl-cov compare`` do with their arguments, and what they print.
 
-Warnings (a reader's partial read, a fit that says little) go to stderr as ``verl-cov: warning:`` lines
-and into the JSON; a bad input is one error line and exit code 2 (``UsageError``). The fit is printed
-before any plotting, so a plot that cannot be written never loses it.
+Warnings (a reader's partial read, a file of a runs folder skipped, a fit that says little) go to stderr
+as ``verl-cov: warning:`` lines and into the JSON; a bad input is one error line and exit code 2
+(``UsageError``, reported by ``verl_cov.cli``). The fit is printed before any plotting, so a plot that
+cannot be written never loses it. With ``--json`` stdout holds JSON objects only.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from verl_cov.analysis.discover import read_runs
+from verl_cov.analysis.discover import Discovery, Skipped, discover
 from verl_cov.analysis.keys import entropy_key, performance_keys
 from verl_cov.analysis.law import LawFit, fit_run, json_safe
-from verl_cov.analysis.runs import LogError, RunLog
+from verl_cov.analysis.runs import LogError, NotYet, RunLog, TooFewPoints, Unreadable
+from verl_cov.errors import UsageError
 
 
-def warn(message: str) -> None:
-    print(f"verl-cov: warning: {message}", file=sys.stderr)
+@dataclass(frozen=True)
+class RunError:
+    """A run of several that could not be fitted: it is reported, the others are fitted."""
+
+    run: str
+    message: str
 
 
-def warn_about(runs: list[RunLog], fits: list[LawFit | None] = (), errors: list[str] = ()) -> None:
-    """What the readers skipped, the runs that could not be fitted, and each fit's caveats."""
-    for run in runs:
-        for message in run.warnings:
-            warn(message)
-    for message in errors:
-        warn(f"not fitted: {message}")
-    for fit in fits:
-        for message in fit.warnings if fit else []:
-            warn(f"{fit.run}: {message}")
+def warn(message: str, prefix: str = "warning") -> None:
+    print(f"verl-cov: {prefix}: {message}", file=sys.stderr, flush=True)
+
+
+def warn_about(
+    runs: list[RunLog],
+    fits: list[LawFit | None] = (),
+    errors: list[RunError] = (),
+    skipped: list[Skipped] = (),
+    shown: set[str] | None = None,
+) -> None:
+    """What the readers skipped, the runs that could not be fitted, and each fit's caveats; with ``shown``
+    (``--follow``), only the lines not in it, which are added to it."""
+    lines = [f"skipped {item.reason}" for item in skipped]
+    lines += [message for run in runs for message in run.warnings]
+    lines += [f"not fitted: {error.run}: {error.message}" for error in errors]
+    lines += [f"{fit.run}: {message}" for fit in fits if fit for message in fit.warnings]
+    for line in lines:
+        if shown is None or line not in shown:
+            warn(line)
+    if shown is not None:
+        shown.update(lines)
+
+
+def skipped_json(skipped: list[Skipped]) -> dict:
+    return {"skipped": [{"path": item.path, "reason": item.reason} for item in skipped]} if skipped else {}
 
 
 def plot_path(args: argparse.Namespace) -> Path | None:
@@ -44,11 +68,11 @@ def plot_path(args: argparse.Namespace) -> Path | None:
     return check_plot_path(args.plot)
 
 
-def fits_of(runs: list[RunLog], args: argparse.Namespace) -> tuple[list[tuple[RunLog, LawFit]], list[str]]:
+def fits_of(runs: list[RunLog], args: argparse.Namespace) -> tuple[list[tuple[RunLog, LawFit]], list[RunError]]:
     """(run, fit) per run and validation source (``--perf-key``: that key only; a run validated on several
     sources is fitted once per source, named ``run [key]``), and the errors of the runs that could not be
     fitted (a folder of runs goes on without them)."""
-    fits, errors = [], []
+    fits, errors, waiting = [], [], True
     for run in runs:
         try:
             scores = [args.perf_key] if args.perf_key else performance_keys(run)
@@ -60,9 +84,12 @@ def fits_of(runs: list[RunLog], args: argparse.Namespace) -> tuple[list[tuple[Ru
         except LogError as error:
             if len(runs) == 1:
                 raise
-            errors.append(f"{run.name}: {error}")
+            errors.append(RunError(run.name, str(error)))
+            waiting = waiting and isinstance(error, TooFewPoints)
     if not fits:
-        raise LogError("no run could be fitted: " + "; ".join(errors))
+        raise (TooFewPoints if waiting else LogError)(
+            "no run could be fitted: " + "; ".join(f"{error.run}: {error.message}" for error in errors)
+        )
     return fits, errors
 
 
@@ -82,19 +109,24 @@ def print_fit(fit: LawFit) -> None:
             print(f"             step {p['step']}: H {p['H']:.4g}, R {p['R']:.4g}, predicted {p['predicted']:.4g}")
 
 
-def emit(fits: list[LawFit], runs: list[RunLog], errors: list[str], as_json: bool) -> None:
-    """Warnings to stderr, then the fits as JSON (one object, or ``{"runs": [...]}``) or as text and a table."""
-    warn_about(runs, fits, errors)
+def json_payload(entries: list[dict], skipped: list[Skipped]) -> dict:
+    """One entry: that object (with ``"skipped"`` when a folder's files were skipped); several:
+    ``{"runs": [...]}`` (and ``"skipped"``). The shape depends on the number of runs only."""
+    if len(entries) == 1:
+        return {**entries[0], **skipped_json(skipped)}
+    return {"runs": entries, **skipped_json(skipped)}
+
+
+def emit(
+    fits: list[LawFit], found: Discovery, errors: list[RunError], as_json: bool, shown: set[str] | None = None
+) -> None:
+    """Warnings to stderr (``shown``: see ``warn_about``), then the fits as JSON (``json_payload``; a run not
+    fitted is ``{"run": ..., "error": ...}``) or as text and a table."""
+    warn_about(found.runs, fits, errors, found.skipped, shown)
     if as_json:
-        payload = (
-            fits[0].as_dict()
-            if len(fits) == 1 and not errors
-            else {
-                "runs": [fit.as_dict() for fit in fits]
-                + [{"run": e.split(": ", 1)[0], "error": e.split(": ", 1)[1]} for e in errors]
-            }
-        )
-        print(json.dumps(payload, allow_nan=False))
+        entries = [fit.as_dict() for fit in fits] + [{"run": error.run, "error": error.message} for error in errors]
+        payload = json_payload(entries, found.skipped)
+        print(json.dumps(payload, allow_nan=False), flush=True)
         return
     for index, fit in enumerate(fits):
         if index:
@@ -124,56 +156,90 @@ def plot(fitted: list[tuple[RunLog, LawFit]], out: Path) -> None:
         )
 
 
+def check_interval(seconds: float) -> None:
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise UsageError(f"--interval {seconds}: give a positive number of seconds")
+
+
+def list_keys(found: Discovery, as_json: bool) -> None:
+    warn_about(found.runs, skipped=found.skipped)
+    runs = found.runs
+    if as_json:
+        entries = [{"run": run.name, "keys": {key: len(run.series[key]) for key in run.keys()}} for run in runs]
+        print(json.dumps(json_payload(entries, found.skipped)))
+        return
+    for run in runs:
+        for key in run.keys():
+            prefix = f"{run.name}\t" if len(runs) > 1 else ""
+            print(f"{prefix}{key}\t{len(run.series[key])} points")
+
+
 def fit_command(args: argparse.Namespace) -> None:
     out = plot_path(args)
     if args.predict_until is not None and args.fit_until is None:
         raise LogError("--predict-until needs --fit-until")
     if args.follow:
-        follow(args)
+        check_interval(args.interval)
+        follow(args, out)
         return
-    runs = read_runs(args.log)
+    found = discover(args.log)
     if args.list_keys:
-        warn_about(runs)
-        for run in runs:
-            for key in run.keys():
-                print(
-                    f"{run.name}\t{key}\t{len(run.series[key])} points"
-                    if len(runs) > 1
-                    else f"{key}\t{len(run.series[key])} points"
-                )
+        list_keys(found, args.json)
         return
-    fitted, errors = fits_of(runs, args)
-    emit([fit for _, fit in fitted], runs, errors, args.json)
+    fitted, errors = fits_of(found.runs, args)
+    emit([fit for _, fit in fitted], found, errors, args.json)
     if out is not None:
         plot(fitted, out)
         if not args.json:
             print(f"plot:        {out}")
 
 
-def follow(args: argparse.Namespace) -> None:
-    """Re-read a growing log and print the forecast again after each new validation, until interrupted."""
+def poll(path: Path, args: argparse.Namespace) -> tuple[Discovery, list[tuple[RunLog, LawFit]], list[RunError]]:
+    """One read and fit of a followed log; ``NotYet`` says what it waits for: the log missing (rotated, not
+    created yet), no record in it yet, too few points. Any other ``LogError`` (permission denied, a malformed
+    line, an unknown key, binary content) will not clear by waiting and ends the command."""
+    try:
+        found = discover(path, partial_ok=True)
+    except Unreadable as error:
+        if not error.missing:
+            raise
+        raise NotYet(f"{path} does not exist (yet, or it is being rotated)") from None
+    chosen = args.perf_key
+    if chosen and all(
+        chosen not in run.series and not any(k.startswith("val") for k in run.series) for run in found.runs
+    ):
+        raise TooFewPoints(f"{path}: no validation logged yet (--perf-key {chosen})")
+    fitted, errors = fits_of(found.runs, args)
+    return found, fitted, errors
+
+
+def follow(args: argparse.Namespace, out: Path | None) -> None:
+    """Re-read a growing log and print the forecast again after each new validation, until interrupted
+    (Ctrl-C ends it normally). It waits, saying for what, until the log exists and the first validations
+    pair, and through a rotation; with ``--json`` stdout gets one object per refit and nothing else."""
     path = Path(args.log)
-    if not path.is_file():
+    if path.is_dir():
         raise LogError(
-            f"--follow reads one growing log file (verl's file logger or console output); {path} is not a file"
+            f"--follow reads one growing log file (verl's file logger or console output); {path} is a folder"
         )
-    seen = None
+    seen, waiting, shown = None, None, set()
     try:
         while True:
-            runs = read_runs(path, partial_ok=True) if path.stat().st_size else []
             try:
-                fitted, errors = fits_of(runs, args) if runs else ([], [])
-                fits = [fit for _, fit in fitted]
-            except LogError as error:  # too few validations yet: say so once, keep waiting
-                state = str(error)
-                if state != seen:
-                    print(f"waiting: {error}", flush=True)
-                    seen = state
+                found, fitted, errors = poll(path, args)
+            except NotYet as error:  # too few validations, no step line, the file gone for now
+                if str(error) != waiting:
+                    warn(str(error), prefix="waiting")
+                    waiting, seen = str(error), None
             else:
-                state = [fit.n_points + (fit.n_heldout or 0) for fit in fits]
-                if fits and state != seen:
-                    emit(fits, runs, errors, args.json)
-                    print("", flush=True)
+                waiting = None
+                state = [(fit.run, fit.n_points, fit.n_heldout) for _, fit in fitted]
+                if state != seen:
+                    emit([fit for _, fit in fitted], found, errors, args.json, shown)
+                    if out is not None:
+                        plot(fitted, out)
+                    if not args.json:
+                        print(f"plot:        {out}\n" if out is not None else "", flush=True)
                     seen = state
             time.sleep(args.interval)
     except KeyboardInterrupt:
@@ -214,11 +280,12 @@ def common_score_key(runs: list[RunLog], chosen: str | None) -> str:
 
 def compare_command(args: argparse.Namespace) -> None:
     out = plot_path(args)
-    runs, paths = [], []
+    runs, paths, skipped = [], [], []
     for path in args.logs:
-        found = read_runs(path)
-        runs += found
-        paths += [path] * len(found)
+        found = discover(path)
+        runs += found.runs
+        paths += [path] * len(found.runs)
+        skipped += found.skipped
     unique_names(runs, paths)
     score = common_score_key(runs, args.perf_key)
     rows, fits = [], []
@@ -242,9 +309,10 @@ def compare_command(args: argparse.Namespace) -> None:
             row["fit_error"] = str(error)
         rows.append(row)
         fits.append(fit)
-    warn_about(runs, fits)
+    warn_about(runs, fits, skipped=skipped)
     if args.json:
-        print(json.dumps({"perf_key": score, "runs": [json_safe(row) for row in rows]}, allow_nan=False))
+        payload = {"perf_key": score, "runs": [json_safe(row) for row in rows], **skipped_json(skipped)}
+        print(json.dumps(payload, allow_nan=False))
     else:
         print(f"score key: {score}")
         width = max(len(row["run"]) for row in rows)
