@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 from trainer_runs import HARNESS_ROOT, PL, REPO, TARGET, run_command, run_trainer
-from verl_patch_series import apply_series
+from verl_patch_series import apply_series, opt_in_overrides
 from verl_support import VERL
 
 V09 = VERL >= Version("0.9")
@@ -310,14 +310,16 @@ def test_a_recipe_trains_through_its_own_launch_path(tmp_path):
 
 @pytest.mark.skipif(VERL != Version("0.9.1"), reason="contrib/verl's patch series targets verl 0.9.1")
 def test_the_patched_builtin_kl_cov_trains_in_verls_trainer(tmp_path):
-    """contrib/verl's series on a copy of verl, verl-cov's plugin off: verl's built-in kl_cov reads the new
-    policy_loss.seed key from verl's own YAML and logs patch 3's actor/cov/ metrics through the trainer."""
+    """contrib/verl's series on a copy of verl, verl-cov's plugin off, its opt-in (OPT_IN.txt:
+    cov_selection=hashed) on: verl's built-in kl_cov reads the new policy_loss keys from verl's own YAML and
+    logs the series' actor/cov/ metrics through the trainer."""
     tree = apply_series(tmp_path / "verl-patched")
     run = run_trainer(
         tmp_path / "run",
         f"{PL}.loss_mode=kl_cov",
         f"{PL}.kl_cov_ratio=0.2",
         f"{PL}.seed=3",
+        *opt_in_overrides(),
         env={
             "VERL_USE_EXTERNAL_PLUGINS": "none",
             "PYTHONPATH": os.pathsep.join([str(tree), str(HARNESS_ROOT)]),
@@ -328,5 +330,5 @@ def test_the_patched_builtin_kl_cov_trains_in_verls_trainer(tmp_path):
     steps = run.steps()
     assert sorted(steps) == [1, 2, 3]  # the unpatched verl refuses policy_loss.seed and has no actor/cov/
     for step, data in steps.items():
-        assert {"actor/cov/mean", "actor/cov/max", "actor/cov/selected_frac"} <= data.keys(), step
+        assert {"actor/cov/mean", "actor/cov/micro_batch_peak", "actor/cov/selected_frac"} <= data.keys(), step
         assert 0.1 < data["actor/cov/selected_frac"] < 0.3, step  # k = 0.2 of each micro-batch's tokens
