@@ -73,7 +73,7 @@ ARGS=(
   actor_rollout_ref.rollout.val_kwargs.do_sample=False
   actor_rollout_ref.rollout.val_kwargs.n=1
   # reward: math-verify on the final answer
-  reward.custom_reward_function.path=pkg://verl_cov.recipes.math_reward
+  reward.custom_reward_function.path=pkg://verl_cov.dapo_math.math_reward
   reward.custom_reward_function.name=compute_score
   # trainer
   trainer.logger="$LOGGERS"

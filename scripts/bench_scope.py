@@ -25,8 +25,10 @@ import torch.multiprocessing as mp
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
 from verl.workers.config import FSDPActorConfig
 
-import verl_cov  # noqa: F401  registers the modes
-from verl_cov import scope
+from verl_cov import (
+    plugin,  # noqa: F401  registers the modes on any verl (not only through 0.9's entry point)
+    scope,
+)
 from verl_cov.config import CovPolicyLossConfig
 
 SHARES = dict(clip_cov_ratio=2e-4, kl_cov_ratio=2e-3, ppo_kl_coef=1.0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from verl_cov.recipes.math_data import SOURCES, DataError, prepare
+from verl_cov.dapo_math.math_data import SOURCES, DataError, prepare
 
 
 def main(argv: list[str] | None = None) -> int:

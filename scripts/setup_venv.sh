@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Create (or reuse) a venv for one verl version: the CPU build of torch first, then verl-cov[test]
-# under scripts/constraints/verl-$VERL_VERSION.txt. Prints the venv path on the last line.
-# Installing torch==2.13.0 first keeps pip from pulling a multi-GB CUDA build for "torch".
+# Create (or reuse) a venv for one verl version: torch==2.13.0 first, then verl-cov[test] under
+# scripts/constraints/verl-$VERL_VERSION.txt. Prints the venv path on the last line.
+# Pinning torch first keeps pip from resolving an unpinned "torch". Whether that pin is a CPU build
+# depends on the package index: this project's machines serve one; an index that serves only the
+# CUDA build downloads several GB, so point pip at a CPU-only index there (PIP_INDEX_URL).
 # Venvs live under $VERL_COV_VENVS (default /tmp/verl-cov-venvs-<uid>), keyed by a hash of the
 # dependency files, so a later run on the same machine reuses them and only re-links the checkout.
 # That folder must belong to the current user and be writable by nobody else: a venv found under a

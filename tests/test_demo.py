@@ -15,10 +15,10 @@ if not HAS_ENGINE_LOSS:
 
 from verl_cov.cli import main  # noqa: E402
 from verl_cov.config import CovPolicyLossConfig  # noqa: E402
+from verl_cov.study.experiment import run_study  # noqa: E402
 from verl_cov.study.modes import MODE_NAMES, PAPER_CLIP_COV_RATIO, PAPER_KL_COV_RATIO, actor_config, token_scale  # noqa: E402
 from verl_cov.study.policy import TemplatePolicy, build_policy, response_log_probs, sample  # noqa: E402
 from verl_cov.study.rl import PERF_KEY, RunConfig, evaluate  # noqa: E402
-from verl_cov.study.runs import run_study  # noqa: E402
 from verl_cov.study.seeds import table  # noqa: E402
 from verl_cov.study.tasks import TASKS  # noqa: E402
 

@@ -11,7 +11,7 @@ from synthetic_logs import FIT_FIELDS, PERF_KEY, STEPS, VAL_EVERY, WRITERS, A, B
 from verl_cov.analysis.discover import read_runs
 from verl_cov.analysis.law import LawFit, fit_points, fit_run, law, ordinary_least_squares
 from verl_cov.analysis.pairing import Point, pair
-from verl_cov.analysis.runs import LogError, RunLog
+from verl_cov.analysis.run_log import LogError, RunLog
 
 
 def reference(H, R):

@@ -27,7 +27,7 @@ from synthetic_logs import (
 )
 
 from verl_cov.analysis.discover import discover, read_runs
-from verl_cov.analysis.runs import LogError, UnknownFormat
+from verl_cov.analysis.run_log import LogError, UnknownFormat
 from verl_cov.cli import main
 
 
@@ -528,8 +528,8 @@ def test_follow_ends_on_permission_denied(tmp_path, deny, capsys, guard):
 
 
 def test_follow_warns_once_per_warning_not_at_every_refit(tmp_path, capsys):
-    from verl_cov.analysis.report import warn_about
-    from verl_cov.analysis.runs import RunLog
+    from verl_cov.analysis.fit_report import warn_about
+    from verl_cov.analysis.run_log import RunLog
 
     run, shown = RunLog("r", warnings=["a line was cut"]), set()
     warn_about([run], shown=shown)

@@ -19,7 +19,7 @@ from synthetic_logs import (
 )
 
 from verl_cov.analysis.discover import read_runs
-from verl_cov.analysis.runs import LogError
+from verl_cov.analysis.run_log import LogError
 
 
 def only(runs):

@@ -8,7 +8,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-from verl_cov.recipes.math_data import INSTRUCTION, SOURCES, DataError, prepare
+from verl_cov.dapo_math.math_data import INSTRUCTION, SOURCES, DataError, prepare
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from verl_cov.recipes.math_reward import compute_score, final_answer
+from verl_cov.dapo_math.math_reward import compute_score, final_answer
 
 CASES = [
     # (ground truth, response, correct)

@@ -43,7 +43,7 @@ def test_the_wheel_holds_the_library_and_its_overlay_and_nothing_else(dists):
     library = {name for name in names if not re.match(r"verl_cov-[^/]+\.dist-info/", name)}
     assert all(name.startswith("verl_cov/") for name in library), sorted(library)
     expected = {path.relative_to(dists["source"]).as_posix() for path in (dists["source"] / "verl_cov").rglob("*.py")}
-    assert expected <= library  # every subpackage: analysis, study, recipes
+    assert expected <= library  # every subpackage: analysis, study, dapo_math
     assert "verl_cov/hydra_config/verl_cov_trainer.yaml" in library
     assert not [name for name in names if "harness" in name or name.startswith("tests/")]
 

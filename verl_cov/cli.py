@@ -32,13 +32,13 @@ below the best score seen, or the forecast error is over 3x the fit's residual."
 
 
 def command_fit(args: argparse.Namespace) -> None:
-    from verl_cov.analysis.report import fit_command
+    from verl_cov.analysis.fit_report import fit_command
 
     fit_command(args)
 
 
 def command_compare(args: argparse.Namespace) -> None:
-    from verl_cov.analysis.report import compare_command
+    from verl_cov.analysis.fit_report import compare_command
 
     compare_command(args)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from verl_cov.analysis.runs import LogError, NoRecords, RunLog, UnknownFormat, Unreadable, read_lines
+from verl_cov.analysis.run_log import LogError, NoRecords, RunLog, UnknownFormat, Unreadable, read_lines
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 RAY_PREFIX = re.compile(r"^\s*\([^()]*?pid=\d+[^()]*\) ?")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from verl_cov.analysis.console_log import read_console
 from verl_cov.analysis.jsonl_log import read_jsonl
-from verl_cov.analysis.runs import LogError, NoRecords, RunLog, UnknownFormat, Unreadable
+from verl_cov.analysis.run_log import LogError, NoRecords, RunLog, UnknownFormat, Unreadable
 from verl_cov.analysis.tensorboard_log import read_tensorboard
 from verl_cov.analysis.tfrecord import HEADER
 from verl_cov.analysis.wandb_csv import STEP_COLUMNS, read_wandb_csv

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from verl_cov.analysis.runs import LogError, RunLog, Unreadable, read_lines
+from verl_cov.analysis.run_log import LogError, RunLog, Unreadable, read_lines
 
 
 def _record(path: Path, number: int, line: str) -> tuple[int, dict]:

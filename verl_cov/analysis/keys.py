@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from verl_cov.analysis.runs import LogError, RunLog, TooFewPoints
+from verl_cov.analysis.run_log import LogError, RunLog, TooFewPoints
 
 ENTROPY_KEYS = ("actor/entropy", "actor/entropy_loss", "actor/cov/entropy_estimate")
 CORE = re.compile(r"^val-core/(?P<source>.+)/(?P<metric>[^/]+)/mean@(?P<n>\d+)$")

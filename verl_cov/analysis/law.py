@@ -17,7 +17,7 @@ import numpy as np
 
 from verl_cov.analysis.keys import entropy_key
 from verl_cov.analysis.pairing import LeftOut, Point, pair
-from verl_cov.analysis.runs import LogError, RunLog, TooFewPoints
+from verl_cov.analysis.run_log import LogError, RunLog, TooFewPoints
 
 MIN_POINTS = 3  # two parameters and one degree of freedom for their errors
 FEW_POINTS = 5

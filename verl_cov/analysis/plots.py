@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from verl_cov.analysis.law import LawFit
-from verl_cov.analysis.runs import LogError, RunLog
+from verl_cov.analysis.run_log import LogError, RunLog
 
 COVARIANCE_KEY = "actor/cov/mean"
 NATS = "nats per token"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from verl_cov.analysis.runs import LogError, RunLog, Unreadable
+from verl_cov.analysis.run_log import LogError, RunLog, Unreadable
 from verl_cov.analysis.tfrecord import frame
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from verl_cov.analysis.runs import MAX_LINE, LogError, RunLog, Unreadable
+from verl_cov.analysis.run_log import MAX_LINE, LogError, RunLog, Unreadable
 
 STEP_COLUMNS = ("Step", "_step", "step", "global_step", "trainer/global_step")
 RUN_SEPARATOR = " - "  # W&B joins the run's display name and the metric key with it

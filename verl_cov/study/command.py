@@ -26,9 +26,9 @@ def demo_command(args: argparse.Namespace) -> None:
     # Tiny models gain nothing from intra-op threads, and several torch processes on a few cores slow
     # each other down more than tenfold when each takes every core.
     torch.set_num_threads(args.threads)
+    from verl_cov.study.experiment import format_table, run_study
     from verl_cov.study.modes import MODE_NAMES, PAPER_MODES  # verl: only once the arguments hold
     from verl_cov.study.rl import RunConfig
-    from verl_cov.study.runs import format_table, run_study
 
     modes = tuple(args.modes.split(",")) if args.modes is not None else PAPER_MODES
     unknown = [m for m in modes if m not in MODE_NAMES]
@@ -42,4 +42,6 @@ def demo_command(args: argparse.Namespace) -> None:
     if "entropy_vs_grpo" in summary:
         ratios = ", ".join(f"{m} {r:.2f}x" for m, r in summary["entropy_vs_grpo"].items() if r is not None)
         print(f"end-of-run entropy (mean of the last tenth of steps) relative to GRPO: {ratios}")
+        # issue #21: the per-seed outcome follows the CPU's floating-point kernels; say so where it is read
+        print("one seed on this CPU's kernels: per-seed ratios differ between CPUs (docs/study.md, 'Known limit')")
     print(f"logs, summary.json and plots in {out}/  (try: verl-cov fit {out}/{modes[0]}.jsonl --plot fit.png)")

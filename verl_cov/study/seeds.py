@@ -8,8 +8,8 @@ import json
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from verl_cov.study.experiment import run_study
 from verl_cov.study.rl import TOP_SHARE, RunConfig
-from verl_cov.study.runs import run_study
 
 
 def _one_seed(job: tuple[Path, RunConfig, tuple[str, ...]]) -> dict:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from verl_cov.analysis.law import LawFit
 from verl_cov.analysis.plots import plot_compare, pyplot, save
-from verl_cov.analysis.runs import RunLog
+from verl_cov.analysis.run_log import RunLog
 from verl_cov.study.rl import PERF_KEY
 
 

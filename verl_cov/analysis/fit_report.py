@@ -19,7 +19,7 @@ from pathlib import Path
 from verl_cov.analysis.discover import Discovery, Skipped, discover
 from verl_cov.analysis.keys import entropy_key, performance_keys
 from verl_cov.analysis.law import LawFit, fit_run, json_safe
-from verl_cov.analysis.runs import LogError, NotYet, RunLog, TooFewPoints, Unreadable
+from verl_cov.analysis.run_log import LogError, NotYet, RunLog, TooFewPoints, Unreadable
 from verl_cov.errors import UsageError
 
 

@@ -1,10 +1,10 @@
 """Rule-based math reward for the paper-reproduction recipes: verl's ``math_verify`` scorer on the
-response's final answer. Point verl at this file:
+response's final answer. The recipes point verl at it by package (``recipes/common.sh``):
 
-    reward.custom_reward_function.path=<verl-cov>/verl_cov/math_reward.py
+    reward.custom_reward_function.path=pkg://verl_cov.dapo_math.math_reward
     reward.custom_reward_function.name=compute_score
 
-Self-contained (imports only verl's scorer), because verl loads it by file path.
+Self-contained (imports only verl's scorer), so it loads the same way by file path.
 """
 
 from __future__ import annotations

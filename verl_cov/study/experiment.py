@@ -10,9 +10,9 @@ from tqdm import tqdm
 
 from verl_cov.analysis.discover import read_runs
 from verl_cov.analysis.law import LawFit, fit_run
-from verl_cov.analysis.runs import LogError, RunLog
+from verl_cov.analysis.run_log import LogError, RunLog
+from verl_cov.study.figures import plot_study
 from verl_cov.study.modes import PAPER_MODES, TARGET_ENTROPY, TARGET_MODES
-from verl_cov.study.report import plot_study
 from verl_cov.study.rl import PERF_KEY, RunConfig, train
 
 
