@@ -1,6 +1,7 @@
 """Time verl-cov's losses against verl's vanilla and built-in clip_cov / kl_cov on the same tensors.
 
-Prints one JSON line per (device, mode, size): milliseconds per forward+backward of the loss, the ratio
+Prints one JSON line per (device, mode, size): the median milliseconds per forward+backward of the loss
+(the modes interleaved round by round), the ratio
 to verl's vanilla and to verl's built-in version of the same method, and on CUDA the peak memory the
 call adds (bytes per token: O(tokens), never tokens x vocab).
 
@@ -11,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import torch
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
 from verl.workers.config import FSDPActorConfig, PolicyLossConfig
 
-import verl_cov  # noqa: F401  registers the modes
+from verl_cov import plugin  # noqa: F401  registers the modes on any verl (not only through 0.9's entry point)
 from verl_cov.config import CovPolicyLossConfig
 
 # (mode, verl built-in counterpart)
@@ -57,7 +59,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_mode(mode: str, inputs, device: torch.device, repeat: int) -> tuple[float, int | None]:
+def step_of(mode: str, inputs):
+    """One forward + backward of ``mode``'s loss on ``inputs``."""
     old_log_prob, log_prob, advantages, mask = inputs
     loss_fn, config = get_policy_loss_fn(mode), actor_config(mode)
 
@@ -66,26 +69,38 @@ def time_mode(mode: str, inputs, device: torch.device, repeat: int) -> tuple[flo
         loss, _ = loss_fn(old_log_prob, leaf, advantages, mask, "token-mean", config)
         loss.backward()
 
-    for _ in range(2):
-        step()
-    peak = None
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        step()
-        peak = torch.cuda.max_memory_allocated() - base
-    sync(device)
-    start = time.perf_counter()
+    return step
+
+
+def peak_bytes(step, device: torch.device) -> int | None:
+    if device.type != "cuda":
+        return None
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    step()
+    return torch.cuda.max_memory_allocated() - base
+
+
+def time_modes(steps: dict, device: torch.device, repeat: int) -> dict[str, float]:
+    """Median milliseconds per step of each mode, the modes interleaved round by round, so a change in the
+    machine's load falls on all of them alike and the ratios stay comparable."""
+    for step in steps.values():
+        step(), step()  # warm-up
+    times: dict[str, list[float]] = {mode: [] for mode in steps}
     for _ in range(repeat):
-        step()
-    sync(device)
-    return (time.perf_counter() - start) / repeat * 1e3, peak
+        for mode, step in steps.items():
+            sync(device)
+            start = time.perf_counter()
+            step()
+            sync(device)
+            times[mode].append((time.perf_counter() - start) * 1e3)
+    return {mode: statistics.median(values) for mode, values in times.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="8x1024,8x8192,32x2048,32x8192", help="comma-separated BATCHxLENGTH")
-    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=30, help="rounds; each mode runs once per round")
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     args = parser.parse_args()
     devices = [torch.device("cpu")] if args.device != "cuda" else []
@@ -95,10 +110,11 @@ def main() -> None:
         for size in args.sizes.split(","):
             batch, length = (int(x) for x in size.lower().split("x"))
             inputs = make_inputs(batch, length, device)
-            times = {}
+            steps = {mode: step_of(mode, inputs) for mode, _ in MODES}
+            peaks = {mode: peak_bytes(step, device) for mode, step in steps.items()}
+            times = time_modes(steps, device, args.repeat)
             for mode, builtin in MODES:
-                ms, peak = time_mode(mode, inputs, device, args.repeat)
-                times[mode] = ms
+                ms, peak = times[mode], peaks[mode]
                 record = {
                     "device": device.type,
                     "mode": mode,

@@ -10,7 +10,7 @@ from verl.trainer.ppo.core_algos import get_policy_loss_fn
 
 from verl_cov.covariance import token_covariance
 from verl_cov.metrics import mechanism_metrics, selection_metrics
-from verl_cov.selection import batch_uniform, random_tokens, salt_of, stochastic_count, token_keys, top_k_tokens
+from verl_cov.selection import batch_draw, random_tokens, salt_of, stochastic_count, token_keys, top_k_tokens
 
 pytestmark = [
     pytest.mark.gpu,
@@ -26,7 +26,7 @@ def test_selection_and_metrics_make_no_host_sync():
     try:
         covariance = token_covariance(log_prob, adv, mask)
         keys = token_keys(old, adv, salt)
-        count = stochastic_count(2e-3, mask, batch_uniform(keys, mask))
+        count = stochastic_count(2e-3, mask, batch_draw(old, adv, mask, salt))
         top = top_k_tokens(covariance.cov, mask, count, 2e-3)
         drawn = random_tokens(mask & (covariance.cov > 0), count, 2e-3, keys)
         mechanism_metrics(log_prob, old, adv, mask, covariance)

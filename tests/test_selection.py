@@ -8,7 +8,8 @@ from conftest import actor_config
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
 
 from verl_cov.selection import (
-    batch_uniform,
+    batch_draw,
+    random_candidates,
     random_tokens,
     salt_of,
     selection_bound,
@@ -21,19 +22,6 @@ from verl_cov.selection import (
 def random_tokens_of(seed: int, shape=(4, 16)) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return -torch.rand(shape, generator=g) * 4, torch.randn(shape, generator=g)
-
-
-def test_batch_uniform_is_uniform_over_batches_and_seeds():
-    """u, the stochastic-rounding draw, is a hash of the batch's keys: uniform on [0, 1) over batches."""
-    draws = []
-    for seed in range(2000):
-        old_log_prob, advantages = random_tokens_of(seed)
-        keys = token_keys(old_log_prob, advantages, salt_of(seed % 7))
-        draws.append(float(batch_uniform(keys, torch.ones_like(keys, dtype=torch.bool))))
-    draws = torch.tensor(draws)
-    assert 0 <= draws.min() and draws.max() < 1
-    histogram = torch.histc(draws, bins=10, min=0, max=1)
-    assert (histogram - 200).abs().max() < 5 * math.sqrt(200 * 0.9)  # 5 sigma of a binomial bin
 
 
 def test_keys_depend_on_seed_and_token_not_on_where_the_token_sits():
@@ -99,7 +87,7 @@ def test_top_k_tokens_matches_sorting():
 def test_empty_inputs():
     empty = torch.zeros(0, 0, dtype=torch.bool)
     keys = token_keys(torch.zeros(0, 0), torch.zeros(0, 0), salt_of(0))
-    assert stochastic_count(0.5, empty, batch_uniform(keys, empty)) == 0
+    assert stochastic_count(0.5, empty, batch_draw(torch.zeros(0, 0), torch.zeros(0, 0), empty, salt_of(0))) == 0
     assert top_k_tokens(torch.zeros(0, 0), empty, torch.tensor(0), 0.5).shape == (0, 0)
     assert random_tokens(empty, torch.tensor(0), 0.5, keys).shape == (0, 0)
 
@@ -150,3 +138,35 @@ def test_mean_selected_share_matches_ratio_over_seeds(length, ratio):
     for mode, share in shares.items():
         mean_share = sum(share) / len(share)
         assert abs(mean_share - ratio) <= 5 * spread + 1e-6 * ratio, (mode, mean_share, ratio)  # float32 metric
+
+
+def test_batch_draw_is_uniform_and_a_function_of_seed_and_tokens():
+    """u, the stochastic-rounding draw, hashes the seed with exact sums of the batch: uniform on [0, 1) over
+    batches, the same whatever the row order, another for another seed."""
+    draws = []
+    for seed in range(2000):
+        old_log_prob, advantages = random_tokens_of(seed)
+        mask = torch.ones_like(old_log_prob, dtype=torch.bool)
+        draws.append(float(batch_draw(old_log_prob, advantages, mask, salt_of(seed % 7))))
+    draws = torch.tensor(draws)
+    assert 0 <= draws.min() and draws.max() < 1
+    histogram = torch.histc(draws, bins=10, min=0, max=1)
+    assert (histogram - 200).abs().max() < 5 * math.sqrt(200 * 0.9)
+    old_log_prob, advantages = random_tokens_of(0)
+    mask = torch.rand(old_log_prob.shape, generator=torch.Generator().manual_seed(1)) > 0.3
+    u = batch_draw(old_log_prob, advantages, mask, salt_of(3))
+    rows = torch.randperm(old_log_prob.shape[0], generator=torch.Generator().manual_seed(2))
+    assert torch.equal(batch_draw(old_log_prob[rows], advantages[rows], mask[rows], salt_of(3)), u)  # row order
+    assert not torch.equal(batch_draw(old_log_prob, advantages, mask, salt_of(4)), u)
+
+
+def test_random_candidates_is_random_tokens_over_all_keys():
+    for seed in range(20):
+        old_log_prob, advantages = random_tokens_of(seed, shape=(6, 50))
+        candidates = torch.rand(6, 50, generator=torch.Generator().manual_seed(seed)) > 0.7
+        for count in (0, 1, 5, 40):
+            expected = random_tokens(
+                candidates, torch.tensor(count), 0.2, token_keys(old_log_prob, advantages, salt_of(seed))
+            )
+            chosen = random_candidates(candidates, torch.tensor(count), 0.2, old_log_prob, advantages, salt_of(seed))
+            assert torch.equal(chosen, expected)

@@ -18,7 +18,7 @@ from verl_cov.config import CLIP_COV, GLOBAL, KL_COV, settings
 from verl_cov.controller import configured
 from verl_cov.covariance import token_covariance
 from verl_cov.metrics import control_metrics, mean_over, mechanism_metrics, selection_metrics, to_floats
-from verl_cov.selection import batch_uniform, random_tokens, salt_of, stochastic_count, token_keys, top_k_tokens
+from verl_cov.selection import batch_draw, random_candidates, salt_of, stochastic_count, top_k_tokens
 
 # verl's vanilla PPO clamps the log-ratio to the same range so that exp() stays finite.
 LOG_RATIO_BOUND = 20.0
@@ -63,9 +63,9 @@ def compute_policy_loss_clip_cov(
         I_clip, candidates = scope.selected_tokens(CLIP_COV, old_log_prob, advantages, mask, stats)
     else:
         candidates = covariance.scored & ~ratio_clipped & (cov >= lb) & (cov <= ub)
-        keys = token_keys(old_log_prob, advantages, salt_of(cfg.seed))
-        count = stochastic_count(r, covariance.scored, batch_uniform(keys, covariance.scored))
-        I_clip = random_tokens(candidates, count, r, keys)
+        salt = salt_of(cfg.seed)
+        count = stochastic_count(r, covariance.scored, batch_draw(old_log_prob, advantages, covariance.scored, salt))
+        I_clip = random_candidates(candidates, count, r, old_log_prob, advantages, salt)
     pg_losses = torch.where(I_clip, 0.0, pg_losses)
 
     pg_loss = aggregate(pg_losses, mask, loss_agg_mode, config, rollout_is_weights)
@@ -112,8 +112,8 @@ def compute_policy_loss_kl_cov(
     if cfg.selection_scope == GLOBAL:
         I_KL, _ = scope.selected_tokens(KL_COV, old_log_prob, advantages, mask, stats)
     else:
-        keys = token_keys(old_log_prob, advantages, salt_of(cfg.seed))
-        count = stochastic_count(k, covariance.scored, batch_uniform(keys, covariance.scored))
+        u = batch_draw(old_log_prob, advantages, covariance.scored, salt_of(cfg.seed))
+        count = stochastic_count(k, covariance.scored, u)
         I_KL = top_k_tokens(covariance.cov, covariance.scored, count, k)
     pg_losses = -A * ratio + torch.where(I_KL, beta * D_KL, 0.0)
 

@@ -5,10 +5,12 @@ floor(ratio·N + u) with u uniform in [0, 1), so its expectation is exactly rati
 (verl's built-ins use max(1, floor(ratio·N)), which inflates small micro-batches).
 
 The randomness is a keyed hash, not a random stream: each token's key mixes the seed with the token's
-own data (its float32 log π_old and A and its position in the response), and u comes from the keys of
-the batch. A selection is therefore a function of (seed, tokens): the same after a checkpoint resume,
-in any process, on any rank. Everything stays on the tensors' device: the count is a device tensor and
-the selection is a ``topk`` over a bound computed from the shape alone.
+own data (its float32 log π_old and A and its position in the response), and u hashes the seed with exact
+integer sums of the batch's valid tokens (``batch_draw``), so no token needs a key just for u. A
+selection is therefore a function of (seed, tokens): the same after a checkpoint resume, in any process,
+on any rank, whatever the order of the rows. The count is a device tensor and the selection a ``topk``
+over a bound computed from the shape alone; only on the CPU, where a host sync costs nothing, Clip-Cov
+hashes its candidates alone (``random_candidates``), with the same keys and so the same draw.
 """
 
 from __future__ import annotations
@@ -36,20 +38,36 @@ def salt_of(seed: int) -> int:
 def token_keys(old_log_prob: torch.Tensor, advantages: torch.Tensor, salt: int) -> torch.Tensor:
     """A pseudo-random int64 key in [0, 2**31) per token of a (batch, response_len) batch, from ``salt`` and
     the token's float32 log π_old and A and its position, so a token gets the same key wherever it sits."""
+    position = torch.arange(old_log_prob.shape[-1], device=old_log_prob.device).expand(old_log_prob.shape)
+    return _keys_of(old_log_prob, advantages, position, salt)
+
+
+def _keys_of(old_log_prob: torch.Tensor, advantages: torch.Tensor, position: torch.Tensor, salt: int) -> torch.Tensor:
+    """``token_keys`` of tokens given with their positions in the response, any shape."""
     low16 = 0xFFFF
     log_prob_bits = old_log_prob.detach().float().view(torch.int32).long() & 0xFFFFFFFF
     advantage_bits = advantages.detach().float().view(torch.int32).long() & 0xFFFFFFFF
-    position = torch.arange(old_log_prob.shape[-1], device=old_log_prob.device).expand_as(log_prob_bits)
     h = torch.full_like(log_prob_bits, salt)
     for word in (log_prob_bits & low16, log_prob_bits >> 16, advantage_bits & low16, advantage_bits >> 16, position):
         h = _mix(h ^ word)
     return h
 
 
-def batch_uniform(keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """u in [0, 1) as a 0-d float64 device tensor: a hash of the valid tokens' keys (the batch's own draw)."""
-    total = torch.where(mask, keys, 0).sum() % PRIME
-    return _mix(_mix(total) ^ mask.sum()).double() / float(1 << 31)
+def _bit_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    # The sum over ``mask`` of the float32 bit patterns as int32, in int64: exact, so independent of the
+    # order of the tokens and of the device's reduction order.
+    bits = values.detach().float().view(torch.int32)
+    return torch.where(mask, bits, 0).sum(dtype=torch.int64) % PRIME
+
+
+def batch_draw(old_log_prob: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, salt: int) -> torch.Tensor:
+    """u in [0, 1) as a 0-d float64 device tensor, the batch's own stochastic-rounding draw: the salt mixed
+    with the exact integer sums of the valid tokens' float32 log π_old and A bits and their count. A function
+    of (seed, tokens) alone, like the keys, at the cost of two masked sums instead of a hash per token."""
+    h = torch.full((), salt, dtype=torch.long, device=mask.device)
+    for word in (_bit_sum(old_log_prob, mask), _bit_sum(advantages, mask), mask.sum()):
+        h = _mix(h ^ word)
+    return _mix(h).double() / float(1 << 31)
 
 
 def selection_bound(ratio: float, numel: int) -> int:
@@ -91,3 +109,27 @@ def random_tokens(candidates: torch.Tensor, count: torch.Tensor, ratio: float, k
     """``min(count, #candidates)`` candidates drawn uniformly without replacement (Clip-Cov's I_clip): the
     candidates of largest pseudo-random ``keys`` (``token_keys``)."""
     return _keep_first(keys, candidates, count, selection_bound(ratio, candidates.numel()))
+
+
+def random_candidates(
+    candidates: torch.Tensor,
+    count: torch.Tensor,
+    ratio: float,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    salt: int,
+) -> torch.Tensor:
+    """``random_tokens(candidates, count, ratio, token_keys(old_log_prob, advantages, salt))``, the same
+    draw. On the CPU, where a host sync is free, only the candidates are hashed (a few per thousand tokens
+    in a Clip-Cov band); elsewhere every token is, so that nothing waits for the device."""
+    if candidates.device.type != "cpu" or candidates.dim() != 2:
+        return random_tokens(candidates, count, ratio, token_keys(old_log_prob, advantages, salt))
+    index = candidates.flatten().nonzero().squeeze(1)
+    keys = _keys_of(
+        old_log_prob.detach().flatten()[index], advantages.detach().flatten()[index], index % candidates.shape[1], salt
+    )
+    bound = min(index.numel(), selection_bound(ratio, candidates.numel()))
+    _, top = keys.topk(bound)
+    keep = torch.arange(bound) < count
+    selected = torch.zeros(candidates.numel(), dtype=torch.bool)
+    return selected.index_put_((index[top],), keep).view_as(candidates)
