@@ -174,21 +174,39 @@ def test_demo_command_rejects_bad_flags(capsys):
     assert main(["demo", "--threads", "0"]) == 2
 
 
-def study_row(end_entropy: float) -> dict:
+def study_row(end_entropy: float, start_entropy: float = 0.8, pass8: float = 0.3) -> dict:
     return {
         "end_entropy": end_entropy,
+        "start_entropy": start_entropy,
         "final_pass@1": 0.1,
-        "final_pass@8": 0.3,
+        "final_pass@8": pass8,
         "cov_top_mean": 2.0,
         "cov_all_mean": 0.01,
     }
 
 
-def test_the_seed_table_gives_ratios_to_grpo_and_dashes_without_it():
-    with_grpo = {seed: {"modes": {"grpo": study_row(0.1 * (seed + 1)), "kl_cov": study_row(0.3)}} for seed in (0, 1)}
-    lines = table(with_grpo, 8).splitlines()
-    assert lines[3] == "| kl_cov | 0.300, 0.300 | 3.0×, 1.5× | 2.2× | 0.100 | 0.300 |"
+def test_the_study_table_gives_ratios_to_grpo_per_run_with_the_worst_case():
+    runs = {
+        "native/0": {"modes": {"grpo": study_row(0.1, 0.78), "kl_cov": study_row(0.3, pass8=0.5)}},
+        "avx2/0": {"modes": {"grpo": study_row(0.2, 0.79), "kl_cov": study_row(0.3, pass8=0.4)}},
+    }
+    lines = table(runs, 8).splitlines()
+    assert "runs native/0, avx2/0" in lines[0]
+    assert "| kl_cov | 0.300, 0.300 | 3.0×, 1.5× | 1.5× | 2.2× |" in lines
+    assert "| kl_cov | 0.50, 0.40 | 0.100 | 0.450 |" in lines
+    assert "GRPO's collapse: entropy 0.78–0.79 at step 1, 0.100–0.200 at the end of the run." in lines
     assert "top 0.2% of a step's tokens average Cov 2.00, all tokens 0.0100" in lines[-1]
     # scripts/run_study.py --modes clip_cov,kl_cov used to end in ZeroDivisionError after the whole study
-    without = {seed: {"modes": {"kl_cov": study_row(0.3)}} for seed in (0, 1)}
-    assert table(without, 8).splitlines()[2:] == ["| kl_cov | 0.300, 0.300 | – | – | 0.100 | 0.300 |"]
+    without = {label: {"modes": {"kl_cov": study_row(0.3)}} for label in ("native/0", "native/1")}
+    assert "| kl_cov | 0.300, 0.300 | – | – | – |" in table(without, 8).splitlines()
+
+
+def test_the_study_runs_each_kernel_path_in_its_own_process(tmp_path):
+    """run_seeds sets ATEN_CPU_CAPABILITY per run before torch loads: the no-vector path is really taken."""
+    from verl_cov.study.seeds import run_seeds
+
+    runs = run_seeds(tmp_path, RunConfig(steps=2, eval_every=2), ("grpo",), [0], jobs=2, kernels=("native", "default"))
+    assert list(runs) == ["native/0", "default/0"]
+    assert runs["default/0"]["cpu_capability"] == "DEFAULT"
+    assert runs["native/0"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert (tmp_path / "default" / "seed0" / "grpo.jsonl").exists() and (tmp_path / "seeds.json").exists()

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from verl_cov.analysis.discover import read_runs
@@ -27,6 +28,7 @@ def summarise(run: RunLog, pass_k: int) -> tuple[dict, LawFit | None]:
     summary = {
         # the end of the run: the mean over its last tenth of steps (one step's value is noisy)
         "end_entropy": float(entropy[-max(1, len(entropy) // 10) :].mean()),
+        "start_entropy": float(entropy[0]),
         "final_entropy": float(entropy[-1]),
         "entropy_last_third": [float(last_third.min()), float(last_third.max())],
         "final_pass@1": float(pass1[-1]),
@@ -56,7 +58,8 @@ def run_study(out: Path, config: RunConfig, modes: tuple[str, ...] = PAPER_MODES
         results[mode]["log"] = str(log_path)
         fits.append(fit)
     bar.close()
-    summary = {"config": asdict(config), "modes": results}
+    # the CPU kernel path torch runs (ATEN_CPU_CAPABILITY): per-run numbers depend on it
+    summary = {"config": asdict(config), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "modes": results}
     if "grpo" in results:
         base = results["grpo"]["end_entropy"]
         summary["entropy_vs_grpo"] = {m: r["end_entropy"] / base if base > 0 else None for m, r in results.items()}

@@ -1,64 +1,120 @@
-"""The study on several seeds at once, one process per seed (each with one torch thread), and the
-markdown table the docs show: per-seed end-of-run entropy and its ratio to GRPO, held-out pass@1 and
-pass@k, and where the covariance sits (the paper's top-share statistic)."""
+"""The study over seeds and CPU kernel paths, one ``verl-cov demo`` process per run (one torch thread
+each), and the markdown tables the docs show: per-run end-of-run entropy, its ratio to GRPO's with the
+worst case, GRPO's collapse, held-out pass@k per run, and where the covariance sits.
+
+A small RL run is chaotic: rounding differences between torch's CPU kernels (``ATEN_CPU_CAPABILITY``,
+read once when torch is imported, hence a process per run) grow into different runs. A result holds
+only if it holds on every kernel path.
+"""
 
 from __future__ import annotations
 
 import json
-from concurrent.futures import ProcessPoolExecutor
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from verl_cov.study.experiment import run_study
 from verl_cov.study.rl import TOP_SHARE, RunConfig
 
-
-def _one_seed(job: tuple[Path, RunConfig, tuple[str, ...]]) -> dict:
-    import torch
-
-    torch.set_num_threads(1)
-    out, config, modes = job
-    return run_study(out, config, modes, progress=False)
+# "native": ATEN_CPU_CAPABILITY unset, the widest vector kernels torch has for this CPU.
+KERNELS = ("native", "avx2", "default")
 
 
-def run_seeds(out: Path, config: RunConfig, modes: tuple[str, ...], seeds: list[int], jobs: int) -> dict[int, dict]:
-    """``out/seed<s>`` per seed (logs, summary.json, plots); the summaries by seed."""
-    work = [(out / f"seed{seed}", RunConfig(**{**config.__dict__, "seed": seed}), modes) for seed in seeds]
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        summaries = dict(zip(seeds, pool.map(_one_seed, work), strict=True))
-    (out / "seeds.json").write_text(json.dumps({seed: s["modes"] for seed, s in summaries.items()}, indent=1))
+def run_label(kernel: str, seed: int) -> str:
+    return f"{kernel}/{seed}"
+
+
+def _demo(out: Path, config: RunConfig, modes: tuple[str, ...], kernel: str) -> dict:
+    """One run: ``verl-cov demo`` in a fresh process with the kernel path set before torch loads."""
+    environment = {key: value for key, value in os.environ.items() if key != "ATEN_CPU_CAPABILITY"}
+    environment["OMP_NUM_THREADS"] = "1"
+    if kernel != "native":
+        environment["ATEN_CPU_CAPABILITY"] = kernel
+    command = [
+        *(sys.executable, "-c", "import sys; from verl_cov.cli import main; sys.exit(main())", "demo"),
+        *("--out", str(out), "--seed", str(config.seed), "--steps", str(config.steps), "--task", config.task),
+        *("--modes", ",".join(modes), "--no-progress"),
+    ]
+    result = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"the study run {out} failed:\n{result.stderr[-4000:]}")
+    return json.loads((out / "summary.json").read_text())
+
+
+def run_seeds(
+    out: Path,
+    config: RunConfig,
+    modes: tuple[str, ...],
+    seeds: list[int],
+    jobs: int,
+    kernels: tuple[str, ...] = ("native",),
+) -> dict[str, dict]:
+    """``out/<kernel>/seed<s>`` per run (logs, summary.json, plots); the summaries by ``run_label``."""
+    runs = [(kernel, seed) for kernel in kernels for seed in seeds]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {
+            run_label(kernel, seed): pool.submit(
+                _demo, out / kernel / f"seed{seed}", RunConfig(**{**config.__dict__, "seed": seed}), modes, kernel
+            )
+            for kernel, seed in runs
+        }
+        summaries = {label: future.result() for label, future in futures.items()}
+    (out / "seeds.json").write_text(json.dumps({label: s["modes"] for label, s in summaries.items()}, indent=1))
     return summaries
 
 
-def table(summaries: dict[int, dict], pass_k: int) -> str:
-    seeds = sorted(summaries)
-    modes = list(summaries[seeds[0]]["modes"])
-    rows = [
-        f"| mode | end-of-run entropy (seeds {', '.join(map(str, seeds))}) | × GRPO per seed | × GRPO (mean) "
-        f"| pass@1 (mean) | pass@{pass_k} (mean) |",
-        "|---|---|---|---|---|---|",
+def table(summaries: dict[str, dict], pass_k: int) -> str:
+    """Markdown: end-of-run entropy and its ratio to GRPO's per run, then held-out pass@k per run."""
+    labels = list(summaries)
+    modes = list(summaries[labels[0]]["modes"])
+    row = {mode: [summaries[label]["modes"][mode] for label in labels] for mode in modes}
+    grpo = [r["end_entropy"] for r in row["grpo"]] if "grpo" in row else []
+    runs = ", ".join(labels)
+    lines = [
+        f"End-of-run entropy, nats per token (runs {runs}):",
+        "",
+        "| mode | end-of-run entropy per run | × GRPO per run | × GRPO worst | × GRPO mean |",
+        "|---|---|---|---|---|",
     ]
-    grpo = [summaries[s]["modes"]["grpo"] for s in seeds] if "grpo" in modes else []
     for mode in modes:
-        entropy = [summaries[s]["modes"][mode]["end_entropy"] for s in seeds]
-        per_seed, mean = _ratio_cells(entropy, [row["end_entropy"] for row in grpo])
-        pass1 = sum(summaries[s]["modes"][mode]["final_pass@1"] for s in seeds) / len(seeds)
-        passk = sum(summaries[s]["modes"][mode][f"final_pass@{pass_k}"] for s in seeds) / len(seeds)
-        rows.append(
-            f"| {mode} | {', '.join(f'{e:.3f}' for e in entropy)} | {per_seed} | {mean} | {pass1:.3f} | {passk:.3f} |"
+        entropy = [r["end_entropy"] for r in row[mode]]
+        lines.append(
+            f"| {mode} | {', '.join(f'{e:.3f}' for e in entropy)} | {' | '.join(_ratio_cells(entropy, grpo))} |"
+        )
+    lines += [
+        "",
+        f"Held-out pass@{pass_k} per run, and the means of pass@1 and pass@{pass_k}:",
+        "",
+        f"| mode | pass@{pass_k} per run | pass@1 (mean) | pass@{pass_k} (mean) |",
+        "|---|---|---|---|",
+    ]
+    for mode in modes:
+        passk = [r[f"final_pass@{pass_k}"] for r in row[mode]]
+        pass1 = sum(r["final_pass@1"] for r in row[mode]) / len(labels)
+        lines.append(
+            f"| {mode} | {', '.join(f'{p:.2f}' for p in passk)} | {pass1:.3f} | {sum(passk) / len(passk):.3f} |"
         )
     if grpo:
-        top = [row["cov_top_mean"] for row in grpo]
-        every = [row["cov_all_mean"] for row in grpo]
-        rows.append(
+        start = [r["start_entropy"] for r in row["grpo"] if "start_entropy" in r]
+        if start:
+            lines.append(
+                f"\nGRPO's collapse: entropy {min(start):.2f}–{max(start):.2f} at step 1, "
+                f"{min(grpo):.3f}–{max(grpo):.3f} at the end of the run."
+            )
+        top = [r["cov_top_mean"] for r in row["grpo"]]
+        every = [r["cov_all_mean"] for r in row["grpo"]]
+        lines.append(
             f"\nCovariance concentration (GRPO, first third of the run): the top {TOP_SHARE:.1%} of a step's "
             f"tokens average Cov {sum(top) / len(top):.2f}, all tokens {sum(every) / len(every):.4f}."
         )
-    return "\n".join(rows)
+    return "\n".join(lines)
 
 
-def _ratio_cells(entropy: list[float], grpo: list[float]) -> tuple[str, str]:
-    """The per-seed and mean ratios to GRPO's end-of-run entropy; "–" without a GRPO run (or one at 0)."""
+def _ratio_cells(entropy: list[float], grpo: list[float]) -> tuple[str, str, str]:
+    """Per-run, worst and mean ratios to GRPO's end-of-run entropy; "–" without a GRPO run (or one at 0)."""
     if not grpo or not all(g > 0 for g in grpo):
-        return "–", "–"
+        return "–", "–", "–"
     ratios = [e / g for e, g in zip(entropy, grpo, strict=True)]
-    return ", ".join(f"{r:.1f}×" for r in ratios), f"{sum(ratios) / len(ratios):.1f}×"
+    return ", ".join(f"{r:.1f}×" for r in ratios), f"{min(ratios):.1f}×", f"{sum(ratios) / len(ratios):.1f}×"
