@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import struct
+from math import isfinite
 from pathlib import Path
 
 import numpy as np
@@ -96,13 +97,21 @@ def read_event_file(path: Path, run: RunLog, highest: dict[str, int] | None = No
     lengths = np.array([length for _, length in framing.bodies], dtype=np.int64)
     plain, steps, tag_starts, tag_ends, values = (column.tolist() for column in _plain_scalars(data, starts, lengths))
     view, parse, add, where, tags = memoryview(raw), event_class.FromString, run.add, str(path), {}
+    series, nonfinite = run.series, run.nonfinite
     for index, (start, length) in enumerate(framing.bodies):
         if plain[index]:
             step, name = steps[index], raw[tag_starts[index] : tag_ends[index]]
             tag = tags.get(name) or tags.setdefault(name, name.decode("utf-8", errors="replace"))
             if highest.get(tag) != step:
                 _resume_check(run, highest, tag, step, where)
-            add(tag, step, values[index])
+            value = values[index]
+            if isfinite(value) and tag not in nonfinite:  # RunLog.add's common case, inline: the hot loop
+                table = series.get(tag)
+                if table is None:
+                    table = series[tag] = {}
+                table[step] = value
+            else:
+                add(tag, step, value)
             continue
         try:
             event = parse(view[start : start + length])
