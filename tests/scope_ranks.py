@@ -1,4 +1,4 @@
-"""One data-parallel rank training one mini-batch through ``engine_hook``, for the selection-scope tests.
+"""One data-parallel rank training one mini-batch through ``engine_adapter``, for the selection-scope tests.
 
 A stand-in engine does what verl's ``BaseEngine.train_batch`` does around the policy loss: it splits
 its rank's rows of the mini-batch into micro-batches (as many as the test asks, so ranks may hold
@@ -21,7 +21,7 @@ from tensordict import TensorDict
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
 
 from verl_cov import plugin  # noqa: F401  registers the modes
-from verl_cov.engine_hook import with_mini_batch_statistics
+from verl_cov.engine_adapter import with_mini_batch_statistics
 
 BATCH, LENGTH = 12, 40
 SHARES = {"verl_cov.kl_cov": {"kl_cov_ratio": 0.03}, "verl_cov.clip_cov": {"clip_cov_ratio": 0.03}}

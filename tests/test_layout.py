@@ -60,7 +60,7 @@ def test_no_import_cycle():
 def test_config_is_a_leaf_and_installs_nothing():
     assert GRAPH["verl_cov.config"] == {"verl_cov.compat"}
     source = MODULES["verl_cov.config"].read_text()
-    assert "engine_hook" not in source and "register" not in source.replace("registered", "")
+    assert "engine_adapter" not in source and "register" not in source.replace("registered", "")
 
 
 def test_the_core_imports_neither_the_tool_nor_the_study():

@@ -17,7 +17,7 @@ from verl_support import VERL
 
 from verl_cov import scope
 from verl_cov.compat import HAS_ENGINE_TRAIN_BATCH
-from verl_cov.engine_hook import with_mini_batch_statistics
+from verl_cov.engine_adapter import with_mini_batch_statistics
 
 pytestmark = pytest.mark.skipif(not HAS_ENGINE_TRAIN_BATCH, reason=f"global scope needs verl >= 0.8 (have {VERL})")
 
@@ -202,11 +202,11 @@ def test_a_resumed_process_selects_what_the_running_one_does():
 def test_the_plugin_wraps_verl_engine_train_batch_once():
     from verl.workers.engine.base import BaseEngine
 
-    from verl_cov import engine_hook
+    from verl_cov import engine_adapter
 
     wrapped = BaseEngine.train_batch
     assert getattr(wrapped, "__verl_cov_wrapped__", False)
-    engine_hook.install()
+    engine_adapter.install()
     assert BaseEngine.train_batch is wrapped  # idempotent
 
 

@@ -56,7 +56,7 @@ __all__ = [
 AGG_LOSS_TAKES_GLOBAL_BATCH = "batch_num_tokens" in inspect.signature(agg_loss).parameters
 
 # verl >= 0.8 trains through engine workers: one BaseEngine.train_batch call per mini-batch and rank,
-# which ``verl_cov.engine_hook`` wraps.
+# which ``verl_cov.engine_adapter`` wraps.
 HAS_ENGINE_TRAIN_BATCH = VERL >= Version("0.8")
 
 # verl >= 0.9 imports every installed ``verl.plugins`` entry point on ``import verl``, in every process.

@@ -18,14 +18,14 @@ logger = logging.getLogger("verl_cov")
 def register() -> None:
     """Register the modes (idempotent, never over another function's name) and install the engine hook."""
     try:
-        from verl_cov import engine_hook, losses
+        from verl_cov import engine_adapter, losses
         from verl_cov.compat import register_once
         from verl_cov.config import CLIP_COV, KL_COV, VANILLA
 
         register_once(CLIP_COV, losses.compute_policy_loss_clip_cov)
         register_once(KL_COV, losses.compute_policy_loss_kl_cov)
         register_once(VANILLA, losses.compute_policy_loss_vanilla_with_cov_metrics)
-        engine_hook.install()
+        engine_adapter.install()
     except Exception:
         logger.warning("verl-cov: could not register its policy-loss modes with verl", exc_info=True)
         raise

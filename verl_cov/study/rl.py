@@ -128,7 +128,7 @@ def train(mode: str, config: RunConfig, log_path: Path, on_step: Callable[[], No
             for rows in torch.randperm(responses_per_step, generator=generator).split(mini_batch):
                 flat = flat_log_probs(model, prompts[rows], responses[rows])
                 data = verl_micro_batch(prompts[rows], responses[rows], old_log_probs[rows], advantages[rows])
-                # As verl's engine train_batch does (verl_cov.engine_hook): mini-batch statistics first.
+                # As verl's engine train_batch does (verl_cov.engine_adapter): mini-batch statistics first.
                 with scope.mini_batch(actor.policy_loss, old_log_probs[rows], advantages[rows], data["response_mask"]):
                     loss, loss_metrics = ppo_loss(actor, {"log_probs": flat}, data)
                 optimizer.zero_grad()

@@ -1,4 +1,7 @@
-"""Runs each mini-batch of verl's engine workers inside ``verl_cov.scope.mini_batch`` (verl >= 0.8).
+"""verl's engine adapter: runs each mini-batch of verl's engine workers inside ``verl_cov.scope.mini_batch``
+(verl >= 0.8). With ``compat.py`` (versions, registry, aggregation) it is one of the two modules that touch
+verl's internals; the three engine details it relies on are the three accessors below, so a verl change to
+the engine touches them and nothing else.
 
 verl trains one PPO mini-batch per ``BaseEngine.train_batch(data, loss_function)`` call, on every
 data-parallel rank, before it splits the mini-batch into micro-batches; this is where verl itself
@@ -25,9 +28,20 @@ from verl_cov.compat import HAS_ENGINE_TRAIN_BATCH
 FIELDS = ("old_log_probs", "advantages", "response_mask")
 
 
-def _policy_loss_config(loss_function: Callable) -> Any:
+def policy_loss_config(loss_function: Callable) -> Any:
+    """The policy-loss config of the engine's ``loss_function``: verl passes ``partial(ppo_loss, config=...)``."""
     actor_config = getattr(loss_function, "keywords", {}).get("config")
     return getattr(actor_config, "policy_loss", None)
+
+
+def padded_fields(data: Any) -> Any:
+    """The mini-batch's ``FIELDS`` as (batch, response_len) tensors: verl's engine holds them nested."""
+    return data.select(*FIELDS).to_padded_tensor()
+
+
+def data_parallel_group(engine: Any) -> Any:
+    """The process group over which verl's engine all-reduces a mini-batch (its data-parallel ranks)."""
+    return engine.get_data_parallel_group()
 
 
 def with_mini_batch_statistics(train_batch: Callable) -> Callable:
@@ -35,16 +49,16 @@ def with_mini_batch_statistics(train_batch: Callable) -> Callable:
 
     @functools.wraps(train_batch)
     def wrapped(self, data, loss_function, *args, **kwargs):
-        policy_loss = _policy_loss_config(loss_function)
+        policy_loss = policy_loss_config(loss_function)
         if not scope.wanted(policy_loss) or not all(field in data.keys() for field in FIELDS):
             return train_batch(self, data, loss_function, *args, **kwargs)
-        padded = data.select(*FIELDS).to_padded_tensor()  # verl's nested layout -> (batch, response_len)
+        padded = padded_fields(data)
         statistics = scope.mini_batch_statistics(
             policy_loss,
             padded["old_log_probs"],
             padded["advantages"],
             padded["response_mask"],
-            group=self.get_data_parallel_group(),
+            group=data_parallel_group(self),
         )
         with scope.active(statistics):
             return train_batch(self, data, loss_function, *args, **kwargs)
