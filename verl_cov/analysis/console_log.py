@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from verl_cov.analysis.run_log import LogError, NoRecords, RunLog, UnknownFormat, Unreadable, read_lines
+from verl_cov.analysis.run_log import LogError, NoRecords, RunLog, UnknownFormat, read_lines
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 RAY_PREFIX = re.compile(r"^\s*\([^()]*?pid=\d+[^()]*\) ?")
@@ -35,14 +35,9 @@ def parse_number(text: str) -> float | None:
 def _payloads(path: Path):
     """(line number, text) of each console line without colours and Ray's prefix; a progress bar's
     ``\\r`` or ``\\b`` separates lines too."""
-    try:
-        handle = path.open(encoding="utf-8-sig")
-    except OSError as error:
-        raise Unreadable(path, error) from None
-    with handle:
-        for line_number, line, _ in read_lines(path, handle):
-            for piece in BARS.split(line):
-                yield line_number, RAY_PREFIX.sub("", ANSI.sub("", piece), count=1)
+    for line_number, line, _ in read_lines(path):
+        for piece in BARS.split(line):
+            yield line_number, RAY_PREFIX.sub("", ANSI.sub("", piece), count=1)
 
 
 def _continues(payload: str) -> bool:

@@ -67,8 +67,8 @@ def sniff(path: Path) -> str:
             head = handle.read(SNIFF_BYTES)
     except OSError as error:
         raise Unreadable(path, error) from None
-    if b"brain.Event:" in head[:128] or _tfrecord_header(head) or "tfevents" in path.name:
-        return "tensorboard"  # the file_version record every event file opens with, or a valid first frame
+    if _opens_as_event_file(head) or "tfevents" in path.name:
+        return "tensorboard"
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
     if not text.strip():
         raise NoRecords(f"{path} is empty: no log record in it yet")
@@ -91,12 +91,15 @@ def _event_file(path: Path) -> bool:
             head = handle.read(128)
     except OSError:
         return False
-    return b"brain.Event:" in head or _tfrecord_header(head)
+    return _opens_as_event_file(head)
 
 
-def _tfrecord_header(head: bytes) -> bool:
-    """Whether ``head`` opens with a TFRecord frame header whose length checksum holds (an event file whose
-    first record, the one naming it, was damaged)."""
+def _opens_as_event_file(head: bytes) -> bool:
+    """Whether a file's first bytes are an event file's: the file_version record every event file opens
+    with, or a TFRecord frame header whose length checksum holds (the first record, the one naming it,
+    damaged)."""
+    if b"brain.Event:" in head[:128]:
+        return True
     if len(head) < HEADER:
         return False
     import numpy as np

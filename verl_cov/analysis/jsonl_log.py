@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from verl_cov.analysis.run_log import LogError, RunLog, Unreadable, read_lines
+from verl_cov.analysis.run_log import LogError, RunLog, read_lines
 
 
 def _record(path: Path, number: int, line: str) -> tuple[int, dict]:
@@ -27,27 +27,22 @@ def read_jsonl(path: Path, name: str, partial_ok: bool = False) -> RunLog:
     """One run. A last line cut off mid-write is left out with a warning (silently when ``partial_ok``:
     ``--follow`` waits for it); any other line that is not a file-logger record is an error."""
     run = RunLog(name)
-    try:
-        handle = path.open(encoding="utf-8-sig")
-    except OSError as error:
-        raise Unreadable(path, error) from None
-    with handle:
-        for number, line, complete in read_lines(path, handle):
-            if not line.strip():
-                continue
-            try:
-                step, data = _record(path, number, line)
-            except ValueError as error:
-                if isinstance(error, LogError):
-                    raise
-                if not complete:
-                    if not partial_ok:
-                        run.warnings.append(
-                            f"{path}:{number}: the last line is cut off (a run still writing?); read up to it"
-                        )
-                    break
-                raise LogError(f"{path}:{number} is not a verl file-logger line ({error})") from None
-            run.begin(step, f"{path}:{number}")
-            for key, value in data.items():
-                run.add(key, step, value)
+    for number, line, complete in read_lines(path):
+        if not line.strip():
+            continue
+        try:
+            step, data = _record(path, number, line)
+        except ValueError as error:
+            if isinstance(error, LogError):
+                raise
+            if not complete:
+                if not partial_ok:
+                    run.warnings.append(
+                        f"{path}:{number}: the last line is cut off (a run still writing?); read up to it"
+                    )
+                break
+            raise LogError(f"{path}:{number} is not a verl file-logger line ({error})") from None
+        run.begin(step, f"{path}:{number}")
+        for key, value in data.items():
+            run.add(key, step, value)
     return run

@@ -102,18 +102,24 @@ class RunLog:
         return np.array(steps), np.array([self.series[key][s] for s in steps])
 
 
-def read_lines(path, handle):
-    """Numbered text lines of an open file, each at most ``MAX_LINE`` characters. A last line without its
-    newline (a run still writing, or cut off) is returned with ``complete=False``."""
-    number = 0
-    while True:
-        try:
-            line = handle.readline(MAX_LINE + 1)
-        except UnicodeDecodeError as error:
-            raise LogError(f"{path}: not UTF-8 text after line {number} ({error.reason})") from None
-        if not line:
-            return
-        number += 1
-        if len(line) > MAX_LINE:
-            raise LogError(f"{path}:{number} is longer than {MAX_LINE >> 20} MiB; not a log line")
-        yield number, line.rstrip("\n"), line.endswith("\n")
+def read_lines(path: Path):
+    """Numbered text lines of the UTF-8 file ``path``, each at most ``MAX_LINE`` characters; ``Unreadable``
+    if the OS refuses it. A last line without its newline (a run still writing, or cut off) is returned
+    with ``complete=False``."""
+    try:
+        handle = path.open(encoding="utf-8-sig")
+    except OSError as error:
+        raise Unreadable(path, error) from None
+    with handle:
+        number = 0
+        while True:
+            try:
+                line = handle.readline(MAX_LINE + 1)
+            except UnicodeDecodeError as error:
+                raise LogError(f"{path}: not UTF-8 text after line {number} ({error.reason})") from None
+            if not line:
+                return
+            number += 1
+            if len(line) > MAX_LINE:
+                raise LogError(f"{path}:{number} is longer than {MAX_LINE >> 20} MiB; not a log line")
+            yield number, line.rstrip("\n"), line.endswith("\n")
