@@ -129,7 +129,6 @@ def random_candidates(
         old_log_prob.detach().flatten()[index], advantages.detach().flatten()[index], index % candidates.shape[1], salt
     )
     bound = min(index.numel(), selection_bound(ratio, candidates.numel()))
-    _, top = keys.topk(bound)
-    keep = torch.arange(bound) < count
+    picked = _keep_first(keys, torch.ones_like(keys, dtype=torch.bool), count, bound)
     selected = torch.zeros(candidates.numel(), dtype=torch.bool)
-    return selected.index_put_((index[top],), keep).view_as(candidates)
+    return selected.index_fill_(0, index[picked], True).view_as(candidates)
