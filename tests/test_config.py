@@ -123,7 +123,7 @@ def test_extensions_refuse_what_they_cannot_serve(key, value):
     """vanilla selects no tokens; verl < 0.8 has no engine train_batch to compute mini-batch statistics."""
     from verl_cov.compat import HAS_ENGINE_TRAIN_BATCH
 
-    with pytest.raises(Exception, match="applies to verl_cov.clip_cov and verl_cov.kl_cov only"):
+    with pytest.raises(Exception, match=r"applies to verl_cov\.clip_cov(, | and )verl_cov\.kl_cov.* only"):
         build_actor([f"{PREFIX}.loss_mode=verl_cov.vanilla", f"{PREFIX}.{key}={value}"], overlay=True)
     overrides = [f"{PREFIX}.loss_mode=verl_cov.kl_cov", f"{PREFIX}.{key}={value}"]
     if HAS_ENGINE_TRAIN_BATCH:
@@ -131,3 +131,86 @@ def test_extensions_refuse_what_they_cannot_serve(key, value):
     else:
         with pytest.raises(Exception, match=rf"{PREFIX}\.{key}=.*needs verl >= 0\.8"):
             build_actor(overrides, overlay=True)
+
+
+# The entropy target's schedule and integral: each key with target_entropy set (the keys need it).
+TARGET_BAD = [
+    ("target_schedule", "exponential", "constant, linear, cosine"),
+    ("target_entropy_end", "0", "> 0, or null"),
+    ("target_entropy_end", "-2.0", "> 0, or null"),
+    ("target_entropy_end", "inf", "finite number"),
+    ("target_schedule_steps", "1", "an integer >= 2, or null"),
+    ("target_schedule_steps", "2.5", "an integer >= 2, or null"),
+    ("target_schedule_steps", "true", "an integer >= 2, or null"),
+    ("target_relative", "3", "true or false"),
+    ("target_integral_gain", "-0.1", "[0, 50]"),
+    ("target_integral_gain", "60", "[0, 50]"),
+    ("target_integral_gain", "nan", "finite number"),
+]
+SCHEDULED = [f"++{PREFIX}.target_schedule=linear", f"++{PREFIX}.target_entropy_end=1.0"]
+
+
+@pytest.mark.parametrize("key, value, allowed", TARGET_BAD)
+def test_a_bad_schedule_or_integral_value_fails_with_the_key_and_its_range(key, value, allowed):
+    overrides = [f"{PREFIX}.target_entropy=2.0", f"++{PREFIX}.{key}={value}"]
+    if key.startswith("target_schedule") or key == "target_entropy_end":  # the other schedule keys, valid
+        overrides = [*SCHEDULED, f"++{PREFIX}.target_schedule_steps=10", *overrides]
+    with pytest.raises(Exception) as error:
+        build_actor(overrides, overlay=True)
+    message = str(error.value)
+    assert f"{PREFIX}.{key}=" in message, message
+    assert "is out of range" in message and allowed in message, message
+
+
+@pytest.mark.parametrize(
+    "overrides, key, reason",
+    [
+        (
+            [f"++{PREFIX}.target_schedule=cosine", f"++{PREFIX}.target_schedule_steps=5"],
+            "target_entropy_end",
+            "must be set with target_schedule=cosine",
+        ),
+        (
+            [f"++{PREFIX}.target_schedule=linear", f"++{PREFIX}.target_entropy_end=1.0"],
+            "target_schedule_steps",
+            "must be set with target_schedule=linear",
+        ),
+        ([f"++{PREFIX}.target_entropy_end=1.0"], "target_entropy_end", "needs target_schedule=linear or cosine"),
+        ([f"++{PREFIX}.target_schedule_steps=5"], "target_schedule_steps", "needs target_schedule=linear or cosine"),
+    ],
+)
+def test_a_schedule_needs_its_end_and_step_and_only_a_moving_one_takes_them(overrides, key, reason):
+    with pytest.raises(Exception, match=rf"{PREFIX}\.{key}=.*is out of range: {reason}"):
+        build_actor([f"{PREFIX}.target_entropy=2.0", *overrides], overlay=True)
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        {"target_schedule": "linear", "target_entropy_end": "1.0", "target_schedule_steps": "5"},
+        {"target_relative": "true"},
+        {"target_integral_gain": "0.5"},
+    ],
+)
+def test_schedule_and_integral_keys_need_a_target_and_a_mode_that_reads_them(keys):
+    """Set without target_entropy (Clip-Cov, KL-Cov) or for a mode without a target (vanilla, forking,
+    verl's own): refused with the (first) key named, never ignored all run; accepted with a target."""
+    from verl_cov.compat import HAS_ENGINE_TRAIN_BATCH
+
+    key = next(iter(keys))
+    overrides = [f"++{PREFIX}.{name}={value}" for name, value in keys.items()]
+    for mode in ("verl_cov.vanilla", "kl_cov", "verl_cov.forking"):
+        with pytest.raises(
+            Exception, match=rf"{PREFIX}\.{key}=.*applies to verl_cov\.clip_cov and verl_cov\.kl_cov only"
+        ):
+            build_actor([f"{PREFIX}.loss_mode={mode}", *overrides], overlay=True)
+    for mode in ("verl_cov.clip_cov", "verl_cov.kl_cov"):
+        with pytest.raises(Exception, match=rf"{PREFIX}\.{key}=.*needs target_entropy to be set"):
+            build_actor([f"{PREFIX}.loss_mode={mode}", *overrides], overlay=True)
+        with_target = [f"{PREFIX}.loss_mode={mode}", f"{PREFIX}.target_entropy=2.0", *overrides]
+        if not HAS_ENGINE_TRAIN_BATCH:  # refused as the target itself is
+            with pytest.raises(Exception, match=rf"{PREFIX}\.target_entropy=2\.0 .*needs verl >= 0\.8"):
+                build_actor(with_target, overlay=True)
+            continue
+        loss = build_actor(with_target, overlay=True).policy_loss
+        assert {name: str(getattr(loss, name)).lower() for name in keys} == keys

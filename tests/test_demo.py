@@ -14,6 +14,7 @@ if not HAS_ENGINE_LOSS:
     pytest.skip("the CPU study drives verl's engine ppo_loss (verl >= 0.7)", allow_module_level=True)
 
 from verl_cov.cli import main  # noqa: E402
+from verl_cov.compat import HAS_ENGINE_TRAIN_BATCH  # noqa: E402
 from verl_cov.config import CovPolicyLossConfig  # noqa: E402
 from verl_cov.study.experiment import run_study  # noqa: E402
 from verl_cov.study.modes import MODE_NAMES, PAPER_CLIP_COV_RATIO, PAPER_KL_COV_RATIO, actor_config, token_scale  # noqa: E402
@@ -101,12 +102,36 @@ def test_mode_configs_are_verl_actor_configs_with_the_stated_scaling():
     assert (clip.clip_ratio_low, clip.clip_ratio_high, kl.policy_loss.ppo_kl_coef) == (1.0, 1.0, 1.0)
     assert grpo.policy_loss.loss_mode == "verl_cov.vanilla" and grpo.clip_ratio == 0.2
     assert token_scale(tokens) == pytest.approx(1 / (PAPER_CLIP_COV_RATIO * 256))
+    higher = actor_config("clip_higher", seed=5, mini_batch_responses=32, samples_per_prompt=8, response_len=8)
+    assert higher.policy_loss.loss_mode == "verl_cov.vanilla" and (higher.clip_ratio_low, higher.clip_ratio_high) == (
+        0.2,
+        0.28,
+    )
+
+
+@pytest.mark.skipif(not HAS_ENGINE_TRAIN_BATCH, reason="the 80/20 rule and the schedule need verl >= 0.8")
+def test_the_field_modes_are_configured_as_stated():
+    forking = actor_config("forking", seed=5, mini_batch_responses=32, samples_per_prompt=8, response_len=8)
+    assert forking.policy_loss.loss_mode == "verl_cov.forking" and forking.policy_loss.forking == 0.2
+    scheduled = actor_config(
+        "kl_cov_scheduled", seed=5, mini_batch_responses=32, samples_per_prompt=8, response_len=8, steps=300
+    ).policy_loss
+    assert (scheduled.target_schedule, scheduled.target_schedule_steps, scheduled.target_relative) == (
+        "cosine",
+        300,
+        True,
+    )
+    assert (scheduled.target_entropy, scheduled.target_entropy_end, scheduled.target_integral_gain) == (0.8, 0.5, 0.2)
 
 
 @pytest.mark.parametrize("task", ["forking", "pair"])
 def test_short_study_writes_logs_summary_and_plots(task, tmp_path, capsys):
     modes = MODE_NAMES  # the target modes only where verl can run them (>= 0.8)
     summary = run_study(tmp_path, RunConfig(task=task, steps=8, eval_every=2), modes, progress=False)
+    # step 1's rollout comes from the same initial policy and sampler in every mode: its entropy is the same
+    # (it is the rollout's, not a later forward's: the 80/20 rule's update-forward entropy once replaced it)
+    first = {mode: json.loads((tmp_path / f"{mode}.jsonl").read_text().splitlines()[1])["data"] for mode in modes}
+    assert len({first[mode]["actor/entropy"] for mode in modes}) == 1
     for mode in modes:
         lines = [json.loads(line) for line in (tmp_path / f"{mode}.jsonl").read_text().splitlines()]
         assert [line["step"] for line in lines] == list(range(9))
@@ -119,6 +144,11 @@ def test_short_study_writes_logs_summary_and_plots(task, tmp_path, capsys):
     if "kl_cov_target" in modes:
         last = json.loads((tmp_path / "kl_cov_target.jsonl").read_text().splitlines()[-1])["data"]
         assert last["actor/cov/target_entropy"] > 0 and 0 < last["actor/cov/share"] <= 1
+    if "forking" in modes:  # the 80/20 rule got the update forward's entropy; the schedule is tracked
+        last = json.loads((tmp_path / "forking.jsonl").read_text().splitlines()[-1])["data"]
+        assert 0.2 <= last["actor/cov/forking_frac"] < 1
+        assert {"target_bias", "target_rms"} <= set(summary["modes"]["kl_cov_scheduled"])
+        assert "target_rms" not in summary["modes"]["kl_cov"]
     for png in ("entropy_accuracy.png", "entropy_law.png"):
         data = (tmp_path / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
@@ -186,12 +216,29 @@ def study_row(end_entropy: float, start_entropy: float = 0.8, pass8: float = 0.3
 
 
 def test_the_study_table_gives_ratios_to_grpo_per_run_with_the_worst_case():
+    tracked = {"target_bias": -0.02, "target_rms": 0.05}
     runs = {
-        "native/0": {"modes": {"grpo": study_row(0.1, 0.78), "kl_cov": study_row(0.3, pass8=0.5)}},
-        "avx2/0": {"modes": {"grpo": study_row(0.2, 0.79), "kl_cov": study_row(0.3, pass8=0.4)}},
+        "native/0": {
+            "modes": {
+                "grpo": study_row(0.1, 0.78),
+                "kl_cov": study_row(0.3, pass8=0.5),
+                "kl_cov_scheduled": {**study_row(0.4, pass8=0.2), **tracked},
+            }
+        },
+        "avx2/0": {
+            "modes": {
+                "grpo": study_row(0.2, 0.79),
+                "kl_cov": study_row(0.3, pass8=0.4),
+                "kl_cov_scheduled": {**study_row(0.4, pass8=0.3), **tracked, "target_rms": 0.07},
+            }
+        },
     }
     lines = table(runs, 8).splitlines()
-    assert "runs native/0, avx2/0" in lines[0]
+    assert lines[0] == "Side by side over 2 runs:"
+    # mean entropy, worst and mean ratio, mean pass@1 and pass@8, runs with pass@8 >= GRPO's, H* tracking
+    assert "| kl_cov | 0.300 | 1.5× | 2.2× | 0.100 | 0.450 | 2/2 | – |" in lines
+    assert "| kl_cov_scheduled | 0.400 | 2.0× | 3.0× | 0.100 | 0.250 | 1/2 | -0.020, 0.060 |" in lines
+    assert any("runs native/0, avx2/0" in line for line in lines)
     assert "| kl_cov | 0.300, 0.300 | 3.0×, 1.5× | 1.5× | 2.2× |" in lines
     assert "| kl_cov | 0.50, 0.40 | 0.100 | 0.450 |" in lines
     assert "GRPO's collapse: entropy 0.78–0.79 at step 1, 0.100–0.200 at the end of the run." in lines

@@ -29,8 +29,8 @@ def test_selection_and_metrics_make_no_host_sync():
         count = stochastic_count(2e-3, mask, batch_draw(old, adv, mask, salt))
         top = top_k_tokens(covariance.cov, mask, count, 2e-3)
         drawn = random_tokens(mask & (covariance.cov > 0), count, 2e-3, keys)
-        mechanism_metrics(log_prob, old, adv, mask, covariance)
-        selection_metrics(log_prob, adv, covariance.n_valid, top | drawn)
+        mechanism_metrics(old, mask, covariance)
+        selection_metrics(covariance, top | drawn)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 

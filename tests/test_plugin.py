@@ -12,7 +12,7 @@ from verl_support import HAS_ENTRY_POINTS, VERL
 from verl_cov import plugin
 from verl_cov.compat import check_version, register_once
 
-OUR_MODES = ["verl_cov.clip_cov", "verl_cov.kl_cov", "verl_cov.vanilla"]
+OUR_MODES = ["verl_cov.clip_cov", "verl_cov.forking", "verl_cov.kl_cov", "verl_cov.vanilla"]
 LIST_OUR_MODES = (
     "from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY as R; "
     "print(sorted(k for k in R if 'cov' in k or k == 'vanilla'))"

@@ -22,12 +22,16 @@ from verl_cov.compat import HAS_ENGINE_TRAIN_BATCH, PolicyLossConfig, plugin_loa
 KEY_PREFIX = "actor_rollout_ref.actor.policy_loss"
 CLIP_COV = "verl_cov.clip_cov"
 KL_COV = "verl_cov.kl_cov"
+FORKING = "verl_cov.forking"
 VANILLA = "verl_cov.vanilla"
-MODES = (CLIP_COV, KL_COV, VANILLA)
-SELECTING_MODES = (CLIP_COV, KL_COV)
+MODES = (CLIP_COV, KL_COV, FORKING, VANILLA)
+SELECTING_MODES = (CLIP_COV, KL_COV)  # the covariance methods: a share of tokens selected by Cov
 MICRO_BATCH, GLOBAL = "micro_batch", "global"
 SCOPES = (MICRO_BATCH, GLOBAL)
-MAX_TARGET_GAIN = 50.0  # φ stays within [e^-κ, e^κ]
+CONSTANT, LINEAR, COSINE = "constant", "linear", "cosine"
+SCHEDULES = (CONSTANT, LINEAR, COSINE)  # how H* moves from target_entropy to target_entropy_end
+MAX_TARGET_GAIN = 50.0  # κ_max: log φ stays within [−κ_max, κ_max], so φ within [e^-50, e^50]
+FORKING_DEFAULT_SHARE = 0.2  # Wang et al. 2025, the 80/20 rule
 MAX_KL_COEF = 1e6  # with |log-ratio| <= 20 and φ <= e^50, β·φ·D_KL stays finite in float32
 
 
@@ -62,6 +66,31 @@ class CovPolicyLossConfig(PolicyLossConfig):
     )
     target_gain: float = knob(20.0, "κ", f"(0, {MAX_TARGET_GAIN:g}]", "the entropy controller's gain")
     target_adapts_beta: bool = knob(False, "", "true or false", "KL-Cov with a target: scale β with the share")
+    target_schedule: str = knob(
+        CONSTANT,
+        "",
+        "constant, linear, cosine",
+        "how H* moves from target_entropy at step 1 to target_entropy_end at step target_schedule_steps",
+    )
+    target_entropy_end: float | None = knob(
+        None, "H*_end", "> 0, or null", "H* from step target_schedule_steps on (linear or cosine schedule)"
+    )
+    target_schedule_steps: int | None = knob(
+        None, "S", "an integer >= 2, or null", "the training step at which H* reaches target_entropy_end"
+    )
+    target_relative: bool = knob(
+        False, "", "true or false", "target_entropy and target_entropy_end are fractions of Ĥ_0, the first Ĥ measured"
+    )
+    target_integral_gain: float = knob(
+        0.0, "κ_I", f"[0, {MAX_TARGET_GAIN:g}]", "the controller's integral gain: the entropy settles at H*, not below"
+    )
+    forking_share: float | None = knob(
+        None,
+        "ρ",
+        "(0, 1], or null",
+        "policy gradient only for the top ρ share of tokens by entropy (80/20 rule; verl >= 0.8); "
+        f"null: every token, except {FORKING}: ρ = {FORKING_DEFAULT_SHARE}",
+    )
 
     def __post_init__(self) -> None:
         getattr(super(), "__post_init__", lambda: None)()  # keep any check verl adds upstream
@@ -71,6 +100,11 @@ class CovPolicyLossConfig(PolicyLossConfig):
     def needs_mini_batch_statistics(self) -> bool:
         """Whether the loss needs ``verl_cov.scope`` statistics of the whole mini-batch."""
         return self.loss_mode in SELECTING_MODES and (self.selection_scope == GLOBAL or self.target_entropy is not None)
+
+    @property
+    def forking(self) -> float | None:
+        """ρ, the share of highest-entropy tokens that get the policy gradient; None: every token."""
+        return FORKING_DEFAULT_SHARE if self.loss_mode == FORKING and self.forking_share is None else self.forking_share
 
     @property
     def statistics_key(self) -> tuple[str, Any]:
@@ -118,13 +152,37 @@ def _check_values(config: Any) -> None:
     if config.get("selection_scope") not in SCOPES:
         _fail("selection_scope", config.get("selection_scope"), f"must be one of {', '.join(SCOPES)}")
     if config.get("target_entropy") is not None and not _number(config, "target_entropy") > 0:
-        _fail("target_entropy", config.get("target_entropy"), "must be > 0 nats per token, or null to switch it off")
+        reason = "must be > 0 nats per token (a share of Ĥ_0 with target_relative), or null to switch it off"
+        _fail("target_entropy", config.get("target_entropy"), reason)
     if not 0 < _number(config, "target_gain") <= MAX_TARGET_GAIN:
         _fail("target_gain", config.get("target_gain"), _allowed("target_gain"))
-    if not isinstance(config.get("target_adapts_beta"), bool):
-        _fail("target_adapts_beta", config.get("target_adapts_beta"), "must be true or false")
-    if config.get("target_adapts_beta") and config.get("target_entropy") is None:
-        _fail("target_adapts_beta", True, "needs target_entropy to be set")
+    for key in ("target_adapts_beta", "target_relative"):
+        if not isinstance(config.get(key), bool):
+            _fail(key, config.get(key), "must be true or false")
+    _check_schedule(config)
+    if not 0 <= _number(config, "target_integral_gain") <= MAX_TARGET_GAIN:
+        _fail("target_integral_gain", config.get("target_integral_gain"), _allowed("target_integral_gain"))
+    share = config.get("forking_share")
+    if share is not None and not 0 < _number(config, "forking_share") <= 1:
+        _fail("forking_share", share, _allowed("forking_share"))
+
+
+def _check_schedule(config: Any) -> None:
+    """H*(s): a schedule name, and an end value and step exactly when the schedule moves H*."""
+    schedule = config.get("target_schedule")
+    if schedule not in SCHEDULES:
+        _fail("target_schedule", schedule, f"must be one of {', '.join(SCHEDULES)}")
+    end, steps = config.get("target_entropy_end"), config.get("target_schedule_steps")
+    if end is not None and not _number(config, "target_entropy_end") > 0:
+        _fail("target_entropy_end", end, _allowed("target_entropy_end"))
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 2):
+        _fail("target_schedule_steps", steps, _allowed("target_schedule_steps"))
+    moves = schedule != CONSTANT
+    for key, value in (("target_entropy_end", end), ("target_schedule_steps", steps)):
+        if moves and value is None:
+            _fail(key, value, f"must be set with target_schedule={schedule}")
+        if not moves and value is not None:
+            _fail(key, value, f"needs target_schedule={LINEAR} or {COSINE} (target_schedule={CONSTANT} ignores it)")
 
 
 def _check_mode(mode: Any) -> None:
@@ -146,21 +204,58 @@ def _check_mode(mode: Any) -> None:
     raise ValueError(f"{KEY_PREFIX}.loss_mode={mode!r} is not a registered policy loss: {hint}registered: {names}")
 
 
+# Which of verl-cov's own keys each mode reads (the config side of the methods table, verl_cov.methods):
+# a key set away from its default for a mode that does not read it is refused, never ignored all run.
+_TARGET_KEYS = (
+    "target_entropy",
+    "target_gain",
+    "target_schedule",
+    "target_entropy_end",
+    "target_schedule_steps",
+    "target_relative",
+    "target_integral_gain",
+)
+# Target keys that act only through H*: set without target_entropy they would be ignored all run.
+_NEEDS_TARGET = ("target_adapts_beta", *_TARGET_KEYS[2:])
+READS = {
+    CLIP_COV: ("seed", "selection_scope", *_TARGET_KEYS, "forking_share"),
+    KL_COV: ("seed", "selection_scope", *_TARGET_KEYS, "target_adapts_beta", "forking_share"),
+    FORKING: ("forking_share",),
+    VANILLA: (),
+}
+# Keys served through verl's engine workers (their train_batch, which verl-cov wraps): mini-batch statistics, entropy.
+ENGINE_KEYS = ("selection_scope", "target_entropy", "forking_share")
+
+
+def _readers(key: str) -> str:
+    *others, last = [mode for mode, keys in READS.items() if key in keys]
+    return f"{', '.join(others)} and {last}" if others else last
+
+
 def _check_mode_uses_keys(config: CovPolicyLossConfig, mode: Any) -> None:
-    """Refuse a verl-cov key that ``mode`` would silently ignore for the whole run."""
-    ignored = [key for key in OWN_KEYS if config.get(key, default(key)) != default(key)]
-    if mode not in SELECTING_MODES and ignored:
-        key = ignored[0]
-        owner = "verl-cov's own" if mode in MODES else "verl's own"
+    """Refuse a verl-cov key that ``mode`` would silently ignore for the whole run, and what verl < 0.8 cannot serve."""
+    changed = [key for key in OWN_KEYS if config.get(key, default(key)) != default(key)]
+    for key in changed:
+        if key not in READS.get(mode, ()):
+            owner = "verl-cov's own" if mode in MODES else "verl's own"
+            reason = f"applies to {_readers(key)} only; loss_mode={mode!r} ({owner}) would ignore it"
+            _fail(key, config.get(key), reason)
+        if key in _NEEDS_TARGET and config.get("target_entropy") is None:
+            _fail(key, config.get(key), "needs target_entropy to be set")
+    if config.forking is not None and config.get("selection_scope") == GLOBAL:
         _fail(
-            key,
-            config.get(key),
-            f"applies to {CLIP_COV} and {KL_COV} only; loss_mode={mode!r} ({owner}) would ignore it",
+            "selection_scope",
+            GLOBAL,
+            "with forking_share the method selects among the 80/20 rule's forking tokens, known only in each "
+            "micro-batch's forward (π_θ's entropy), while global scope selects before the forward passes; use "
+            "selection_scope=micro_batch with forking_share",
         )
-    if mode == CLIP_COV and config.get("target_adapts_beta"):
-        _fail("target_adapts_beta", True, f"applies to {KL_COV} only; {CLIP_COV} has no β")
-    if config.needs_mini_batch_statistics and not HAS_ENGINE_TRAIN_BATCH:
-        _fail(*config.statistics_key, "needs verl >= 0.8 (the engine workers, whose train_batch verl-cov wraps)")
+    if HAS_ENGINE_TRAIN_BATCH:
+        return
+    if mode == FORKING:
+        raise ValueError(f"{KEY_PREFIX}.loss_mode={mode!r} needs verl >= 0.8 (the engine workers' per-token entropy)")
+    for key in (key for key in ENGINE_KEYS if key in changed):
+        _fail(key, config.get(key), "needs verl >= 0.8 (the engine workers, whose train_batch verl-cov wraps)")
 
 
 def check(config: CovPolicyLossConfig) -> None:

@@ -1,7 +1,7 @@
 """verl's engine adapter: runs each mini-batch of verl's engine workers inside ``verl_cov.scope.mini_batch``
 (verl >= 0.8). With ``compat.py`` (versions, registry, aggregation) it is one of the two modules that touch
-verl's internals; the three engine details it relies on are the three accessors below, so a verl change to
-the engine touches them and nothing else.
+verl's internals; the engine details it relies on are the accessors below and ``WRAPS`` (the methods
+it wraps), so a verl change to the engine or its workers touches them and nothing else.
 
 verl trains one PPO mini-batch per ``BaseEngine.train_batch(data, loss_function)`` call, on every
 data-parallel rank, before it splits the mini-batch into micro-batches; this is where verl itself
@@ -10,6 +10,14 @@ the whole mini-batch (global selection scope, entropy target) with collectives t
 issues exactly once per mini-batch. The wrapper reads the actor config from the loss function
 (``partial(ppo_loss, config=...)``) and does nothing unless that config asks for the statistics
 (``scope.wanted``): the copy of the mini-batch's fields is made only then.
+
+The entropy target's schedule and integral (``verl_cov.controller``) keep state between mini-batches. Its
+clock is verl's training step: ``TrainingWorker.train_mini_batch`` runs once per step on every worker
+(it splits the step's batch into mini-batches and trains each through ``train_batch``), so each call
+whose loss has a target begins a step. ``TrainingWorker.save_checkpoint`` / ``load_checkpoint`` also
+write and read the state, ``STATE_FILE`` in the checkpoint's folder, one file per rank: the state lives
+per process, every rank holds the same one (they all read the same all-reduced Ĥ), and per-rank files,
+like verl's own per-rank shards, need no shared filesystem.
 """
 
 from __future__ import annotations
@@ -17,19 +25,26 @@ from __future__ import annotations
 import functools
 import importlib.abc
 import importlib.machinery
+import json
 import sys
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from verl_cov import scope
+import torch.distributed as dist
+
+from verl_cov import controller, scope, token_entropy
 from verl_cov.compat import HAS_ENGINE_TRAIN_BATCH
+from verl_cov.config import KEY_PREFIX, SELECTING_MODES, settings
 
 FIELDS = ("old_log_probs", "advantages", "response_mask")
 
 
-def policy_loss_config(loss_function: Callable) -> Any:
-    """The policy-loss config of the engine's ``loss_function``: verl passes ``partial(ppo_loss, config=...)``."""
+def policy_loss_config(loss_function: Callable | None) -> Any:
+    """The policy-loss config of the engine's ``loss_function``: verl passes ``partial(ppo_loss, config=...)``;
+    None for another loss (a critic's has no ``policy_loss``) or none."""
     actor_config = getattr(loss_function, "keywords", {}).get("config")
     return getattr(actor_config, "policy_loss", None)
 
@@ -44,12 +59,56 @@ def data_parallel_group(engine: Any) -> Any:
     return engine.get_data_parallel_group()
 
 
+def request_entropy(data: Any) -> None:
+    """Ask verl's engine to compute the per-token entropy in this mini-batch's update forward."""
+    from verl.utils import tensordict_utils
+
+    tensordict_utils.assign_non_tensor(data, calculate_entropy=True)
+
+
+def padded_entropy(model_output: dict, micro_batch: Any) -> Any:
+    """The micro-batch's H_t from verl's update forward as a (batch, response_len) tensor, or None without it."""
+    from verl.workers.utils.padding import no_padding_2_padding
+
+    entropy = model_output.get("entropy")
+    return None if entropy is None else no_padding_2_padding(entropy, micro_batch)
+
+
+def worker_loss_function(worker: Any) -> Callable | None:
+    """The loss function a verl ``TrainingWorker`` trains with (``set_loss_fn``); None before it is set."""
+    return getattr(worker, "loss_fn", None)
+
+
+def passing_token_entropy(loss_function: Callable, keeps_entropy_gradient: bool) -> Callable:
+    """``loss_function(model_output=..., data=..., ...)`` run with the micro-batch's H_t active
+    (``verl_cov.token_entropy``). Unless the user's own entropy bonus needs it (``keeps_entropy_gradient``),
+    the entropy verl's loss receives is detached, so asking for it adds no backward pass through it."""
+
+    @functools.wraps(loss_function)
+    def loss(*args, **kwargs):
+        model_output = kwargs.get("model_output")
+        if model_output is None or model_output.get("entropy") is None:
+            return loss_function(*args, **kwargs)  # not a policy-loss call (verl's distillation hook), or no H_t
+        detached = {**model_output, "entropy": model_output["entropy"].detach()}
+        if not keeps_entropy_gradient:
+            kwargs["model_output"] = detached
+        with token_entropy.active(padded_entropy(detached, kwargs["data"])):
+            return loss_function(*args, **kwargs)
+
+    return loss
+
+
 def with_mini_batch_statistics(train_batch: Callable) -> Callable:
-    """``train_batch(self, data, loss_function)`` run inside the mini-batch's ``scope.mini_batch``."""
+    """``train_batch(self, data, loss_function)`` run inside the mini-batch's ``scope.mini_batch``, and, for the
+    80/20 rule, with verl's update forward computing H_t and each micro-batch's H_t active in the loss."""
 
     @functools.wraps(train_batch)
     def wrapped(self, data, loss_function, *args, **kwargs):
         policy_loss = policy_loss_config(loss_function)
+        if token_entropy.wanted(policy_loss):
+            request_entropy(data)
+            bonus = getattr(loss_function, "keywords", {}).get("config").entropy_coeff
+            loss_function = passing_token_entropy(loss_function, keeps_entropy_gradient=bonus != 0)
         if not scope.wanted(policy_loss) or not all(field in data.keys() for field in FIELDS):
             return train_batch(self, data, loss_function, *args, **kwargs)
         padded = padded_fields(data)
@@ -63,47 +122,139 @@ def with_mini_batch_statistics(train_batch: Callable) -> Callable:
         with scope.active(statistics):
             return train_batch(self, data, loss_function, *args, **kwargs)
 
-    wrapped.__verl_cov_wrapped__ = True
     return wrapped
 
 
-ENGINE_MODULE = "verl.workers.engine.base"
+def _targets(worker: Any) -> bool:
+    """Whether the worker trains a Clip-Cov or KL-Cov loss with an entropy target (not a critic, say,
+    that verl may place in the same process)."""
+    policy_loss = policy_loss_config(worker_loss_function(worker))
+    if policy_loss is None or policy_loss.get("loss_mode") not in SELECTING_MODES:
+        return False
+    return settings(policy_loss).target_entropy is not None
 
 
-def _wrap(engine_module: ModuleType) -> None:
-    engine = engine_module.BaseEngine
-    if not getattr(engine.train_batch, "__verl_cov_wrapped__", False):
-        engine.train_batch = with_mini_batch_statistics(engine.train_batch)
+STATE_FILE = "verl_cov_target_state_rank_{rank}.json"
+
+
+def state_file(local_path: str, rank: int | None = None) -> Path:
+    """The controller-state file of ``rank`` (this process's global rank by default) in a checkpoint folder."""
+    if rank is None:
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    return Path(local_path) / STATE_FILE.format(rank=rank)
+
+
+def counting_steps(train_mini_batch: Callable) -> Callable:
+    """``train_mini_batch(self, data)`` that first begins the controller's next training step."""
+
+    @functools.wraps(train_mini_batch)
+    def wrapped(self, *args, **kwargs):
+        if _targets(self):
+            controller.current_state().begin_step()
+        return train_mini_batch(self, *args, **kwargs)
+
+    return wrapped
+
+
+def saving_state(save_checkpoint: Callable) -> Callable:
+    """``save_checkpoint(self, local_path, ...)`` that first writes the controller's state into ``local_path``,
+    before verl saves (and may copy the folder to HDFS); nothing without a local path."""
+
+    @functools.wraps(save_checkpoint)
+    def wrapped(self, local_path, *args, **kwargs):
+        if local_path is not None and _targets(self):
+            path = state_file(local_path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(controller.current_state().to_dict()))
+        return save_checkpoint(self, local_path, *args, **kwargs)
+
+    return wrapped
+
+
+def loading_state(load_checkpoint: Callable) -> Callable:
+    """``load_checkpoint(self, local_path, ...)`` that also restores the controller's state from ``local_path``,
+    read before verl loads (``del_local_after_load`` removes the folder); a checkpoint without one (saved
+    before verl-cov had a state, or without a target) starts the controller afresh, with a warning."""
+
+    @functools.wraps(load_checkpoint)
+    def wrapped(self, local_path, *args, **kwargs):
+        if local_path is not None and _targets(self):
+            path = state_file(local_path)
+            if not path.is_file():  # resumed on more ranks than saved: every rank saved the same state
+                path = state_file(local_path, rank=0)
+            if path.is_file():
+                controller.set_state(controller.TargetState.from_dict(json.loads(path.read_text())))
+            else:
+                warnings.warn(
+                    f"{KEY_PREFIX}.target_entropy: the checkpoint {local_path} holds no {path.name}; the entropy "
+                    "target's schedule, integral and Ĥ_0 start afresh",
+                    stacklevel=2,
+                )
+        return load_checkpoint(self, local_path, *args, **kwargs)
+
+    return wrapped
+
+
+def _wrap_methods(cls: type, wrappers: dict[str, Callable[[Callable], Callable]]) -> None:
+    """Replace each named method of ``cls`` by its wrapper, once (marked ``__verl_cov_wrapped__``)."""
+    for name, wrapper in wrappers.items():
+        method = getattr(cls, name)
+        if not getattr(method, "__verl_cov_wrapped__", False):
+            wrapped = wrapper(method)
+            wrapped.__verl_cov_wrapped__ = True
+            setattr(cls, name, wrapped)
+
+
+# verl's modules and what is wrapped in each, as soon as it is imported.
+WRAPS: dict[str, Callable[[ModuleType], None]] = {
+    "verl.workers.engine.base": lambda module: _wrap_methods(
+        module.BaseEngine, {"train_batch": with_mini_batch_statistics}
+    ),
+    "verl.workers.engine_workers": lambda module: _wrap_methods(
+        module.TrainingWorker,
+        {"train_mini_batch": counting_steps, "save_checkpoint": saving_state, "load_checkpoint": loading_state},
+    ),
+}
 
 
 class _WrapWhenImported(importlib.abc.MetaPathFinder):
-    """Finds no module itself: when verl imports its engine module, lets the path finder load it and wraps
-    ``BaseEngine.train_batch`` right after, so loading the plugin never imports verl's engines itself
-    (0.7 s and about 800 modules, with a warning per missing backend, in every process)."""
+    """Finds no module itself: when verl imports a module of ``WRAPS``, lets the path finder load it and
+    wraps it right after, so loading the plugin never imports verl's engines itself (0.7 s and about
+    800 modules, with a warning per missing backend, in every process). Leaves ``sys.meta_path`` once
+    every module it waits for is wrapped."""
+
+    def __init__(self, pending: set[str]) -> None:
+        self.pending = pending
 
     def find_spec(self, name, path=None, target=None):
-        if name != ENGINE_MODULE:
+        if name not in self.pending:
             return None
-        sys.meta_path.remove(self)
+        self.pending.discard(name)
+        if not self.pending:
+            sys.meta_path.remove(self)
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is not None and spec.loader is not None:
             exec_module = spec.loader.exec_module
 
             def exec_and_wrap(module: ModuleType) -> None:
                 exec_module(module)
-                _wrap(module)
+                WRAPS[name](module)
 
             spec.loader.exec_module = exec_and_wrap
         return spec
 
 
 def install() -> None:
-    """Wrap verl's ``BaseEngine.train_batch`` once per process (verl >= 0.8; idempotent): now if verl's engine
-    module is loaded, else as soon as it is. The wrapper does nothing for a mini-batch whose policy loss
-    asks for no statistics."""
+    """Wrap verl's ``BaseEngine.train_batch`` and ``TrainingWorker``'s step and checkpoint methods once per
+    process (verl >= 0.8; idempotent): now for a module verl has loaded, else as soon as it is. The
+    wrappers do nothing for a policy loss that asks for no statistics and has no target."""
     if not HAS_ENGINE_TRAIN_BATCH:
         return
-    if ENGINE_MODULE in sys.modules:
-        _wrap(sys.modules[ENGINE_MODULE])
-    elif not any(isinstance(finder, _WrapWhenImported) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _WrapWhenImported())
+    pending = set()
+    for name, wrap in WRAPS.items():
+        if name in sys.modules:
+            wrap(sys.modules[name])
+        else:
+            pending.add(name)
+    if pending and not any(isinstance(finder, _WrapWhenImported) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _WrapWhenImported(pending))

@@ -15,7 +15,7 @@ import math
 import torch
 
 from verl_cov.config import CovPolicyLossConfig
-from verl_cov.covariance import TokenCovariance, finite_tokens
+from verl_cov.covariance import TokenCovariance, finite_tokens, zero_outside
 from verl_cov.scope import MiniBatchStatistics
 
 UPPER_QUANTILE = 0.999  # near the share Clip-Cov and KL-Cov act on (k, r = 2e-4 .. 2e-3)
@@ -45,44 +45,41 @@ def upper_tail(
 
 
 def mechanism_metrics(
-    log_prob: torch.Tensor,
-    old_log_prob: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    covariance: TokenCovariance,
+    old_log_prob: torch.Tensor, mask: torch.Tensor, covariance: TokenCovariance
 ) -> dict[str, torch.Tensor]:
     """The entropy-mechanism statistics of one micro-batch, as 0-d tensors.
 
     Args:
-        log_prob, old_log_prob, advantages: (batch, response_len) log π, log π_old and A.
+        old_log_prob: (batch, response_len) log π_old.
         mask: (batch, response_len) bool valid tokens.
         covariance: ``token_covariance(log_prob, advantages, mask)``.
     """
-    cov, centred_log_prob, scored, n_valid = covariance
-    n = n_valid.clamp(min=1)
-    # Cov(x, z) = mean((x − mean x)·z): centring one factor is enough, z = π·A.
-    pi_times_A = torch.where(scored, torch.exp(log_prob.detach().float()) * advantages.float(), 0.0)
-    quantile, maximum = upper_tail(cov, scored, n_valid, UPPER_QUANTILE)
+    n = covariance.n_valid.clamp(min=1)
+    # Cov(x, z) = mean((x − mean x)·z): centring one factor is enough, z = π·A (0 outside the scored tokens,
+    # where the covariance's A is 0).
+    pi_times_A = torch.exp(covariance.log_prob).mul_(covariance.advantage)
+    quantile, maximum = upper_tail(covariance.cov, covariance.scored, covariance.n_valid, UPPER_QUANTILE)
     sampled = finite_tokens(mask, old_log_prob)
+    n_sampled = torch.count_nonzero(sampled).clamp(min=1)
     return {
-        "actor/cov/mean": cov.sum() / n,
-        "actor/cov/pg_mean": (centred_log_prob * pi_times_A).sum() / n,
+        "actor/cov/mean": covariance.cov.sum() / n,
+        "actor/cov/pg_mean": pi_times_A.mul_(covariance.centred_log_prob).sum() / n,
         "actor/cov/p999": quantile,
         "actor/cov/max": maximum,
-        "actor/cov/entropy_estimate": mean_over(-old_log_prob.float(), sampled, sampled.sum()),
+        "actor/cov/entropy_estimate": -zero_outside(old_log_prob, sampled.float()).sum() / n_sampled,
     }
 
 
-def selection_metrics(
-    log_prob: torch.Tensor, advantages: torch.Tensor, n_valid: torch.Tensor, selected: torch.Tensor
-) -> dict[str, torch.Tensor]:
-    """What a covariance method acted on: ``selected`` is its (batch, response_len) bool I_clip or I_KL,
-    out of ``n_valid`` valid tokens (``TokenCovariance.n_valid``)."""
-    n_selected = selected.sum()
+def selection_metrics(covariance: TokenCovariance, selected: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What a covariance method acted on: ``selected`` is its (batch, response_len) bool I_clip or I_KL; its
+    share of the valid tokens, and the mean A and log π over those of them whose log π and A are finite."""
+    scored = selected & covariance.scored
+    weight, n_scored = scored.float(), torch.count_nonzero(scored).clamp(min=1)
+    advantage_sum = weight.mul(covariance.advantage).sum()
     return {
-        "actor/cov/selected_frac": n_selected / n_valid.clamp(min=1),
-        "actor/cov/selected_adv_mean": mean_over(advantages.detach().float(), selected, n_selected),
-        "actor/cov/selected_logp_mean": mean_over(log_prob.detach().float(), selected, n_selected),
+        "actor/cov/selected_frac": torch.count_nonzero(selected) / covariance.n_valid.clamp(min=1),
+        "actor/cov/selected_adv_mean": advantage_sum / n_scored,
+        "actor/cov/selected_logp_mean": weight.mul_(covariance.log_prob).sum() / n_scored,  # weight's last use
     }
 
 
@@ -91,7 +88,9 @@ def control_metrics(
 ) -> dict[str, float]:
     """The mini-batch statistics the loss used (``verl_cov.scope``), when it used any: the share
     selected, the measured entropy Ĥ (0 for a mini-batch without a valid token), KL-Cov's β
-    (``with_beta``), and with a target H* and whether this mini-batch had to skip it."""
+    (``with_beta``), and with a target: H* in force for this mini-batch, the tracking error Ĥ − H*, whether
+    this mini-batch had to skip the target (both 0 then, and H* 0 while a relative one awaits Ĥ_0), and with
+    κ_I > 0 the integral I (``verl_cov.controller``)."""
     if stats is None:
         return {}
     entropy = stats.entropy if math.isfinite(stats.entropy) else 0.0
@@ -99,8 +98,12 @@ def control_metrics(
     if with_beta:
         metrics["actor/cov/beta"] = stats.control.beta
     if config.target_entropy is not None:
-        metrics["actor/cov/target_entropy"] = config.target_entropy
+        target = stats.control.target if math.isfinite(stats.control.target) else 0.0
+        metrics["actor/cov/target_entropy"] = target
+        metrics["actor/cov/target_error"] = 0.0 if stats.control.skipped else entropy - target
         metrics["actor/cov/target_skipped"] = float(stats.control.skipped)
+        if config.target_integral_gain > 0:
+            metrics["actor/cov/target_integral"] = stats.control.integral
     return metrics
 
 

@@ -1,6 +1,7 @@
-"""verl-cov's plugin: importing this module adds ``verl_cov.clip_cov``, ``verl_cov.kl_cov`` and
-``verl_cov.vanilla`` to verl's policy-loss registry and (verl >= 0.8) wraps the engine's ``train_batch``
-for the mini-batch statistics of ``selection_scope=global`` and ``target_entropy``.
+"""verl-cov's plugin: importing this module adds ``verl_cov.clip_cov``, ``verl_cov.kl_cov``,
+``verl_cov.forking`` and ``verl_cov.vanilla`` to verl's policy-loss registry and (verl >= 0.8) wraps the
+engine's ``train_batch`` for the mini-batch statistics of ``selection_scope=global`` and ``target_entropy``
+and for the per-token entropy of the 80/20 rule.
 
 verl imports it in every process: through the ``verl.plugins`` entry point on ``import verl``
 (verl >= 0.9), or as ``actor_rollout_ref.model.external_lib=verl_cov.plugin`` in each worker (any
@@ -20,10 +21,11 @@ def register() -> None:
     try:
         from verl_cov import engine_adapter, losses
         from verl_cov.compat import register_once
-        from verl_cov.config import CLIP_COV, KL_COV, VANILLA
+        from verl_cov.config import CLIP_COV, FORKING, KL_COV, VANILLA
 
         register_once(CLIP_COV, losses.compute_policy_loss_clip_cov)
         register_once(KL_COV, losses.compute_policy_loss_kl_cov)
+        register_once(FORKING, losses.compute_policy_loss_forking)
         register_once(VANILLA, losses.compute_policy_loss_vanilla_with_cov_metrics)
         engine_adapter.install()
     except Exception:

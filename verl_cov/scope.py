@@ -38,9 +38,10 @@ import torch
 import torch.distributed as dist
 
 from verl_cov.collective import NO_KEY, all_reduce_sum, collective_device, kth_largest_key, ordered_keys
-from verl_cov.config import CLIP_COV, GLOBAL, KEY_PREFIX, SELECTING_MODES, CovPolicyLossConfig, settings
+from verl_cov.config import GLOBAL, KEY_PREFIX, SELECTING_MODES, CovPolicyLossConfig, settings
 from verl_cov.controller import Control, control
 from verl_cov.covariance import finite_tokens
+from verl_cov.methods import METHODS, RANDOM
 from verl_cov.selection import PRIME, token_keys
 
 
@@ -88,14 +89,17 @@ def _salt_and_uniform(seed: int, sums: tuple[float, float, float]) -> tuple[int,
 def _scored_tokens(
     mode: str, old_log_prob, advantages, mask, stats: MiniBatchStatistics
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(priority, eligible): KL-Cov ranks every valid token by Cov_old, Clip-Cov ranks the tokens with
-    Cov_old in [ω_low, ω_high] by their keyed hash."""
+    """(priority, eligible) by the method's entry (``verl_cov.methods``): every valid token, or those with
+    Cov_old in [ω_low, ω_high] for a banded method; ranked by Cov_old, or by the keyed hash for a random draw."""
+    method = METHODS[mode]
     mask = finite_tokens(mask, old_log_prob, advantages)
     cov = old_covariance(old_log_prob, advantages, mask, stats)
-    if mode == CLIP_COV:
+    eligible = mask
+    if method.banded:
         eligible = mask & (cov >= stats.control.clip_cov_lb) & (cov <= stats.control.clip_cov_ub)
+    if method.ranking == RANDOM:
         return token_keys(old_log_prob, advantages, stats.salt), eligible
-    return ordered_keys(cov), mask
+    return ordered_keys(cov), eligible
 
 
 def selected_tokens(
@@ -131,7 +135,7 @@ def mini_batch_statistics(
     n = max(n_valid, 1.0)
     mean_log_prob = float(torch.tensor(sum_log_prob / n, dtype=torch.float32))
     mean_advantage = float(torch.tensor(sum_advantage / n, dtype=torch.float32))
-    ratio = config.clip_cov_ratio if mode == CLIP_COV else config.kl_cov_ratio
+    ratio = getattr(config, METHODS[mode].ratio_key)
     entropy = -sum_log_prob / n_valid if n_valid else math.nan
     salt, u = _salt_and_uniform(config.seed, (sum_log_prob, sum_advantage, n_valid))
     stats = MiniBatchStatistics(

@@ -65,7 +65,7 @@ def batch_draw(old_log_prob: torch.Tensor, advantages: torch.Tensor, mask: torch
     with the exact integer sums of the valid tokens' float32 log π_old and A bits and their count. A function
     of (seed, tokens) alone, like the keys, at the cost of two masked sums instead of a hash per token."""
     h = torch.full((), salt, dtype=torch.long, device=mask.device)
-    for word in (_bit_sum(old_log_prob, mask), _bit_sum(advantages, mask), mask.sum()):
+    for word in (_bit_sum(old_log_prob, mask), _bit_sum(advantages, mask), torch.count_nonzero(mask)):
         h = _mix(h ^ word)
     return _mix(h).double() / float(1 << 31)
 
@@ -77,7 +77,7 @@ def selection_bound(ratio: float, numel: int) -> int:
 
 def stochastic_count(ratio: float, mask: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """floor(ratio·N + u) for N valid tokens and u uniform in [0, 1): expectation ratio·N, as a 0-d long tensor."""
-    count = torch.floor(mask.sum().double() * ratio + u).long()
+    count = torch.floor(torch.count_nonzero(mask).double() * ratio + u).long()
     return count.clamp(max=selection_bound(ratio, mask.numel()))
 
 
@@ -85,7 +85,8 @@ def _keep_first(scores: torch.Tensor, eligible: torch.Tensor, count: torch.Tenso
     """Bool mask of the ``count`` highest-scoring eligible elements (fewer if fewer are eligible)."""
     if scores.numel() == 0:
         return eligible.clone()
-    flat_scores = torch.where(eligible, scores.double(), -torch.inf).flatten()
+    values = scores if scores.is_floating_point() else scores.double()  # integer keys < 2**31: exact in float64
+    flat_scores = torch.where(eligible, values, -torch.inf).flatten()
     _, index = flat_scores.topk(bound)
     keep = torch.arange(bound, device=scores.device) < count
     keep &= eligible.flatten()[index]

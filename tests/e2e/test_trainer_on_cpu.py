@@ -20,10 +20,12 @@ from verl_patch_series import apply_series, opt_in_overrides
 from verl_support import VERL
 
 V09 = VERL >= Version("0.9")
+V08 = VERL >= Version("0.8")
 needs_09 = pytest.mark.skipif(not V09, reason="verl >= 0.9 (entry points, the v0/v1 trainers of 0.9.1)")
 
 MECHANISM = {"actor/cov/mean", "actor/cov/pg_mean", "actor/cov/p999", "actor/cov/max", "actor/cov/entropy_estimate"}
 SELECTION = {"actor/cov/selected_frac", "actor/cov/selected_adv_mean", "actor/cov/selected_logp_mean"}
+FORKING = {"actor/cov/forking_frac"}
 MODES = {
     # The vanilla run also validates before training and after every step, and logs to TensorBoard too:
     # the log tool's readers get verl's own console text, file log and event files of one run.
@@ -43,6 +45,22 @@ MODES = {
     ),
     "verl_cov.kl_cov": ([f"{PL}.kl_cov_ratio=0.2"], MECHANISM | SELECTION | {"actor/cov/selected_kl_mean"}),
 }
+if V08:
+    # The 80/20 rule: alone (ρ = 0.2), and with KL-Cov (ρ = 0.5; a verl-cov key, so verl-cov's schema). Neither
+    # run sets calculate_entropy: the engine adapter asks verl's update forward for the entropy.
+    MODES["verl_cov.forking"] = ([], MECHANISM | FORKING)
+    MODES["verl_cov.kl_cov+forking"] = (
+        [f"{PL}.kl_cov_ratio=0.2", TARGET, f"+{PL}.forking_share=0.5"],
+        MECHANISM | SELECTION | FORKING,
+    )
+FORKING_SHARE = {"verl_cov.forking": 0.2, "verl_cov.kl_cov+forking": 0.5}
+
+
+def loss_mode(label: str) -> str:
+    """A run's loss mode: its label, without what it adds after a "+"."""
+    return label.split("+")[0]
+
+
 # How the plugin gets into the workers: verl >= 0.9 imports its entry point on `import verl` (no line
 # added); older verl imports actor_rollout_ref.model.external_lib in each worker.
 LOADING = [] if V09 else ["actor_rollout_ref.model.external_lib=verl_cov.plugin"]
@@ -58,10 +76,10 @@ SAVE = {mode: ["trainer.save_freq=2"] if STEPS[mode] == 4 else [] for mode in MO
 def mode_runs(tmp_path_factory) -> dict:
     runs = {}
     for mode, (overrides, _) in MODES.items():
-        out = tmp_path_factory.mktemp(mode.split(".")[1])
+        out = tmp_path_factory.mktemp(mode.split(".")[1].replace("+", "_"))
         runs[mode] = run_trainer(
             out,
-            f"{PL}.loss_mode={mode}",
+            f"{PL}.loss_mode={loss_mode(mode)}",
             *overrides,
             *SAVE[mode],
             *LOADING,
@@ -88,6 +106,20 @@ def test_every_step_completes_and_logs_the_mode_metrics(mode, mode_runs):
 def test_the_methods_select_tokens_at_the_shares_set(mode, mode_runs):
     for step, data in mode_runs[mode].steps().items():
         assert 0 < data["actor/cov/selected_frac"] <= 0.3, (step, data["actor/cov/selected_frac"])
+
+
+@pytest.mark.skipif(not V08, reason="the 80/20 rule needs verl >= 0.8")
+@pytest.mark.parametrize("mode", list(FORKING_SHARE))
+def test_the_80_20_rule_gives_the_gradient_to_the_top_share_by_entropy(mode, mode_runs):
+    """At least the share ρ of tokens got the gradient, not all: more where ⌈ρ·N⌉ rounds up a micro-batch of
+    few tokens and where entropies tie at the threshold (the first token of every response to one prompt has
+    the same H_t); and verl's own actor/entropy_loss shows that the update forward computed H_t."""
+    share = FORKING_SHARE[mode]
+    for step, data in mode_runs[mode].steps().items():
+        assert share <= data["actor/cov/forking_frac"] < 1, (step, data["actor/cov/forking_frac"])
+        if "actor/cov/selected_frac" in data:  # KL-Cov selects among the forking tokens only
+            assert 0 < data["actor/cov/selected_frac"] <= data["actor/cov/forking_frac"], step
+        assert data["actor/entropy_loss"] > 0, step
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -179,35 +211,66 @@ def test_with_plugins_off_and_no_external_lib_the_launch_names_the_fix(tmp_path)
     assert "ray init kwargs" not in run.log
 
 
+# The global run's entropy target: H* falls linearly from 3.0 at step 1 to 2.95 at step 4, just above the
+# tiny model's entropy (about 2.9 to 2.8 nats), so the controller raises the share, but not to 1 (every
+# token selected would leave the selection test nothing to tell apart); with an integral term. It saves
+# at step 2 for the resume test.
+GLOBAL_STEPS = 4
+TARGET_KEYS = [
+    f"+{PL}.target_entropy=3.0",
+    f"+{PL}.target_schedule=linear",
+    f"+{PL}.target_entropy_end=2.95",
+    f"+{PL}.target_schedule_steps={GLOBAL_STEPS}",
+    f"+{PL}.target_integral_gain=0.5",
+]
+GLOBAL = [
+    TARGET,
+    f"{PL}.loss_mode=verl_cov.kl_cov",
+    f"+{PL}.selection_scope=global",
+    *TARGET_KEYS,
+    f"{PL}.kl_cov_ratio=0.1",
+    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+    "trainer.save_freq=2",
+]
+
+
+def scheduled_target(step: int) -> float:
+    """H*(s) of ``TARGET_KEYS``, written out: 3 + (2.95 − 3)·(s − 1)/(4 − 1)."""
+    return 3.0 + (2.95 - 3.0) * (step - 1) / (GLOBAL_STEPS - 1)
+
+
 @pytest.fixture(scope="module")
 def global_run(tmp_path_factory):
-    """KL-Cov with selection_scope=global and an entropy target, on 2 data-parallel workers, each with 4
-    micro-batches of 2 responses per mini-batch."""
+    """KL-Cov with selection_scope=global and a scheduled entropy target with an integral term, on 2
+    data-parallel workers, each with 4 micro-batches of 2 responses per mini-batch."""
     if VERL < Version("0.8"):
         pytest.skip("selection_scope=global and target_entropy need verl >= 0.8")
     return run_trainer(
         tmp_path_factory.mktemp("global"),
-        TARGET,
-        f"{PL}.loss_mode=verl_cov.kl_cov",
-        f"+{PL}.selection_scope=global",
-        f"+{PL}.target_entropy=3.0",
-        f"{PL}.kl_cov_ratio=0.1",
-        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+        *GLOBAL,
         gpus=2,
-        label="global scope + target, 2 workers",
+        steps=GLOBAL_STEPS,
+        label="global scope + scheduled target, 2 workers",
     )
 
 
 def test_global_scope_and_target_run_in_the_real_workers(global_run):
     assert global_run.returncode == 0, global_run.log[-4000:]
     steps = global_run.steps()
-    assert sorted(steps) == [1, 2, 3]
+    assert sorted(steps) == list(range(1, GLOBAL_STEPS + 1))
+    integral = 0.0
     for step, data in steps.items():
         assert 0 < data["actor/cov/share"] <= 1, step
-        assert 0 < data["actor/cov/batch_entropy"] < 3.0, step  # below H*: the controller raises the share
+        assert 0 < data["actor/cov/batch_entropy"] < scheduled_target(step), step  # below H*: a larger share
         assert data["actor/cov/share"] > 0.1  # k·φ with φ > 1
-        assert data["actor/cov/target_entropy"] == 3.0
+        # The schedule's clock is the training step: verl's train_mini_batch calls, counted on each worker.
+        assert data["actor/cov/target_entropy"] == pytest.approx(scheduled_target(step), rel=1e-9), step
+        assert data["actor/cov/target_error"] == pytest.approx(
+            data["actor/cov/batch_entropy"] - data["actor/cov/target_entropy"], abs=1e-6
+        )
         assert data["actor/cov/target_skipped"] == 0.0
+        assert data["actor/cov/target_integral"] > integral, step  # every mini-batch below H* adds e > 0
+        integral = data["actor/cov/target_integral"]
         assert data["actor/cov/selected_frac"] > 0
 
 
@@ -220,7 +283,7 @@ def test_both_ranks_select_the_same_tokens(global_run):
     mini_batches: dict[int, list[dict]] = {}
     for record in records:
         mini_batches.setdefault(record["salt"], []).append(record)
-    assert len(mini_batches) == 3 * 2  # 3 steps x 2 mini-batches
+    assert len(mini_batches) == GLOBAL_STEPS * 2  # 2 mini-batches per step
     for salt, parts in mini_batches.items():
         assert {part["rank"] for part in parts} == {0, 1}, salt
         assert len({part["threshold"] for part in parts}) == 1 and len({part["n_valid"] for part in parts}) == 1
@@ -231,7 +294,9 @@ def test_both_ranks_select_the_same_tokens(global_run):
         chosen = sorted(score for score, selected in tokens if selected)
         others = [score for score, selected in tokens if not selected]
         target = parts[0]["share"] * parts[0]["n_valid"]
-        assert math.floor(target) <= len(chosen) <= math.floor(target) + 1, (len(chosen), target)
+        # floor(share·N) or one more, plus the tokens tied with the last one (selected together)
+        above = sum(score > chosen[0] for score in chosen) if chosen else 0
+        assert math.floor(target) <= len(chosen) and above <= math.floor(target), (len(chosen), above, target)
         assert chosen and chosen[0] >= max(others), salt
         per_rank = {rank: sum(sum(p["selected"]) for p in parts if p["rank"] == rank) for rank in (0, 1)}
         assert sum(per_rank.values()) == len(chosen)
@@ -261,6 +326,34 @@ def test_a_resumed_run_logs_what_the_uninterrupted_run_logged(mode_runs, tmp_pat
         before, after = whole.steps()[step], resumed.steps()[step]
         compared = {key for key in before if key.startswith(("actor/", "critic/")) and "/perf/" not in key}
         assert {key for key in compared if key.startswith("actor/cov/")} >= MODES["verl_cov.kl_cov"][1]
+        assert {key: after[key] for key in compared} == {key: before[key] for key in compared}, step
+
+
+def test_a_resumed_run_continues_the_targets_schedule_and_integral(global_run, tmp_path):
+    """The global run saved the controller's state (step, integral I, Ĥ_0) with verl's checkpoint at step 2,
+    one file per rank; a run resumed from it on 2 workers logs the same H*(s), I, share and selection at
+    steps 3 and 4 as the uninterrupted run."""
+    checkpoint = global_run.out / "checkpoints" / "global_step_2"
+    states = [
+        json.loads((checkpoint / "actor" / f"verl_cov_target_state_rank_{rank}.json").read_text()) for rank in (0, 1)
+    ]
+    assert states[0] == states[1] and states[0]["step"] == 2 and states[0]["integral"] > 0, states
+    resumed = run_trainer(
+        tmp_path,
+        *GLOBAL,
+        "trainer.resume_mode=resume_path",
+        f"trainer.resume_from_path={checkpoint}",
+        gpus=2,
+        steps=GLOBAL_STEPS,
+        label="global scope + scheduled target, resumed from step 2",
+    )
+    assert resumed.returncode == 0, resumed.log[-4000:]
+    assert sorted(resumed.steps()) == [3, 4]
+    for step in (3, 4):
+        before, after = global_run.steps()[step], resumed.steps()[step]
+        compared = {key for key in before if key.startswith(("actor/", "critic/")) and "/perf/" not in key}
+        targets = {"actor/cov/target_entropy", "actor/cov/target_integral", "actor/cov/target_error", "actor/cov/share"}
+        assert targets <= compared
         assert {key: after[key] for key in compared} == {key: before[key] for key in compared}, step
 
 

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -36,6 +37,7 @@ def summarise(run: RunLog, pass_k: int) -> tuple[dict, LawFit | None]:
         # where the covariance sits (the paper's statistic), averaged over the first third of the run
         "cov_top_mean": float(run.get("study/cov_top_mean")[1][first_third].mean()),
         "cov_all_mean": float(run.get("study/cov_all_mean")[1][first_third].mean()),
+        **tracking(run),
     }
     try:
         fit = fit_run(run, PERF_KEY, "actor/entropy")
@@ -43,6 +45,16 @@ def summarise(run: RunLog, pass_k: int) -> tuple[dict, LawFit | None]:
         return {**summary, "fit_error": str(error)}, None
     law = {"a": fit.a, "b": fit.b, "r2": fit.r2, "ceiling": fit.ceiling, "n_points": fit.n_points}
     return {**summary, **law, "warnings": fit.warnings}, fit
+
+
+def tracking(run: RunLog) -> dict:
+    """A controlled run's tracking of H* over the last third of its steps: the mean of Ĥ − H* (its bias) and
+    the root mean square of Ĥ − H*, with Ĥ the controller's measured entropy; {} for a run without a target."""
+    if "actor/cov/target_error" not in run.keys():
+        return {}
+    _, error = run.get("actor/cov/target_error")
+    last_third = error[len(error) * 2 // 3 :]
+    return {"target_bias": float(last_third.mean()), "target_rms": float(np.sqrt((last_third**2).mean()))}
 
 
 def run_study(out: Path, config: RunConfig, modes: tuple[str, ...] = PAPER_MODES, progress: bool = True) -> dict:

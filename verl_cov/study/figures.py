@@ -14,13 +14,15 @@ def plot_study(
     out: Path, runs: list[RunLog], fits: list[LawFit | None], pass_k: int, targets: dict[str, float]
 ) -> list[Path]:
     """``entropy_accuracy.png`` and ``entropy_law.png`` in ``out`` from the study's runs and fitted laws;
-    ``targets`` (mode: H*) draws each target run's H* as a dotted line."""
+    each target run's H* (as it logged it, a schedule too) is drawn dotted; ``targets`` (mode: constant H*)
+    marks the constant ones on the law's plot."""
     figure, axes = pyplot().subplots(1, 3, figsize=(15, 4.2))
     for run in runs:
         steps, entropy = run.get("actor/entropy")
         color = axes[0].plot(steps, entropy, label=run.name)[0].get_color()
-        if run.name in targets:
-            axes[0].axhline(targets[run.name], color=color, ls=":", lw=1.2, label=f"{run.name}: H*")
+        if "actor/cov/target_entropy" in run.keys():
+            target_steps, target = run.get("actor/cov/target_entropy")
+            axes[0].plot(target_steps, target, color=color, ls=":", lw=1.2, label=f"{run.name}: H*")
         for axis, key in ((axes[1], PERF_KEY), (axes[2], f"val-aux/sum/acc/pass@{pass_k}")):
             eval_steps, values = run.get(key)
             axis.plot(eval_steps, values, marker="o", ms=3, color=color, label=run.name)

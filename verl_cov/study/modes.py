@@ -40,17 +40,41 @@ ACTOR = "actor_rollout_ref.actor"
 
 PAPER_MODES = ("grpo", "clip_cov", "kl_cov")
 TARGET_MODES = ("clip_cov_target", "kl_cov_target")  # beyond the paper: the same methods holding H*
-MODE_NAMES = PAPER_MODES + (TARGET_MODES if HAS_ENGINE_TRAIN_BATCH else ())  # the target needs verl >= 0.8
+# Since the paper, side by side: DAPO's clip-higher (verl's own keys), the 80/20 rule (Wang et al. 2025) and
+# a scheduled target with an integral term (closed-loop entropy control, after EntroPIC / AER).
+FIELD_MODES = ("clip_higher", "forking", "kl_cov_scheduled")
+ENGINE_MODES = (*TARGET_MODES, "forking", "kl_cov_scheduled")  # verl >= 0.8: mini-batch statistics, entropy
+MODE_NAMES = tuple(
+    mode for mode in PAPER_MODES + TARGET_MODES + FIELD_MODES if HAS_ENGINE_TRAIN_BATCH or mode not in ENGINE_MODES
+)
+CLIP_HIGHER = 0.28  # DAPO's ε_high (ε_low stays 0.2)
+UNSEEDED = ("grpo", "clip_higher", "forking")
 
 # The entropy target of the *_target runs (one value for both methods), per task: about half the
 # initial entropy per token and several times where GRPO ends (forking: 0.78 -> ~0.1 nats; pair:
 # 2.6 -> ~0.2); the controller's default gain κ = 20. KL-Cov adapts β too: its share alone saturates
 # (every token penalised) without holding the entropy.
 TARGET_ENTROPY = {"forking": 0.4, "pair": 1.0}
+# kl_cov_scheduled: H* anchored to the run's first measured entropy Ĥ_0, from 0.8·Ĥ_0 at step 1 down to 0.5·Ĥ_0
+# at the last step on a cosine (forking task: about 0.62 -> 0.39 nats), with the integral term (κ_I = 0.2) so
+# the entropy settles at H*, not below it; one setting for every task and seed.
+SCHEDULE = {"start": 0.8, "end": 0.5, "integral_gain": 0.2}
 
 
-def mode_overrides(mode: str, scale: float, task: str = "forking") -> list[str]:
-    """The command-line overrides of one run; ``scale`` multiplies the paper's token shares."""
+def mode_overrides(mode: str, scale: float, task: str = "forking", steps: int = 300) -> list[str]:
+    """The command-line overrides of one run; ``scale`` multiplies the paper's token shares, ``steps`` is the
+    run's length (the scheduled target's range)."""
+    if mode == "kl_cov_scheduled":
+        return [
+            *mode_overrides("kl_cov", scale),
+            f"+{POLICY_LOSS}.target_entropy={SCHEDULE['start']}",
+            f"+{POLICY_LOSS}.target_entropy_end={SCHEDULE['end']}",
+            f"+{POLICY_LOSS}.target_schedule=cosine",
+            f"+{POLICY_LOSS}.target_schedule_steps={max(2, steps)}",
+            f"+{POLICY_LOSS}.target_relative=true",
+            f"+{POLICY_LOSS}.target_integral_gain={SCHEDULE['integral_gain']}",
+            f"+{POLICY_LOSS}.target_adapts_beta=true",
+        ]
     if mode in TARGET_MODES:
         method = mode.removesuffix("_target")
         return [
@@ -60,6 +84,13 @@ def mode_overrides(mode: str, scale: float, task: str = "forking") -> list[str]:
         ]
     return {
         "grpo": [f"{POLICY_LOSS}.loss_mode=verl_cov.vanilla", f"{ACTOR}.clip_ratio=0.2"],
+        "clip_higher": [
+            f"{POLICY_LOSS}.loss_mode=verl_cov.vanilla",
+            f"{ACTOR}.clip_ratio_low=0.2",
+            f"{ACTOR}.clip_ratio_high={CLIP_HIGHER}",
+        ],
+        # ρ = 0.2, the paper's; GRPO's clip 0.2, so the mask is the only change from the baseline
+        "forking": [f"{POLICY_LOSS}.loss_mode=verl_cov.forking", f"{ACTOR}.clip_ratio=0.2"],
         "clip_cov": [
             f"{POLICY_LOSS}.loss_mode=verl_cov.clip_cov",
             f"{POLICY_LOSS}.clip_cov_ratio={PAPER_CLIP_COV_RATIO * scale}",
@@ -77,20 +108,26 @@ def mode_overrides(mode: str, scale: float, task: str = "forking") -> list[str]:
 
 
 def actor_config(
-    mode: str, seed: int, mini_batch_responses: int, samples_per_prompt: int, response_len: int, task: str = "forking"
+    mode: str,
+    seed: int,
+    mini_batch_responses: int,
+    samples_per_prompt: int,
+    response_len: int,
+    task: str = "forking",
+    steps: int = 300,
 ):
     """verl's ActorConfig for ``mode``, composed from verl's own config files plus the mode's overrides."""
     scale = token_scale(mini_batch_responses * response_len)
     overrides = [
         f"{POLICY_LOSS}._target_=verl_cov.config.CovPolicyLossConfig",
-        *([f"+{POLICY_LOSS}.seed={seed}"] if mode != "grpo" else []),  # GRPO selects no tokens
+        *([f"+{POLICY_LOSS}.seed={seed}"] if mode not in UNSEEDED else []),  # they draw nothing at random
         f"{ACTOR}.ppo_mini_batch_size={mini_batch_responses // samples_per_prompt}",
         f"{ACTOR}.ppo_micro_batch_size_per_gpu={mini_batch_responses}",
         f"actor_rollout_ref.rollout.n={samples_per_prompt}",
         f"{ACTOR}.loss_agg_mode=token-mean",
         f"{ACTOR}.entropy_coeff=0",
         f"{ACTOR}.use_kl_loss=false",
-        *mode_overrides(mode, scale, task),
+        *mode_overrides(mode, scale, task, steps),
     ]
     config_dir = Path(verl.__file__).parent / "trainer" / "config"
     with initialize_config_dir(config_dir=str(config_dir), version_base=None):

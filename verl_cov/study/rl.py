@@ -17,7 +17,7 @@ from verl.utils import tensordict_utils as tu
 from verl.utils.metric import reduce_metrics
 from verl.workers.utils.losses import ppo_loss
 
-from verl_cov import scope
+from verl_cov import controller, scope, token_entropy
 from verl_cov.covariance import token_covariance
 from verl_cov.study.modes import actor_config
 from verl_cov.study.policy import TemplatePolicy, build_policy, next_token_log_probs, response_log_probs, sample
@@ -60,12 +60,16 @@ def verl_micro_batch(prompts, responses, old_log_probs, advantages) -> TensorDic
     return data
 
 
-def flat_log_probs(model, prompts, responses) -> torch.Tensor:
-    """Per-position log-probs of whole sequences in verl's no-padding layout: position t holds
-    log π(token t+1 | tokens <= t), and each sequence's last position 0."""
+def update_forward(model, prompts, responses) -> tuple[torch.Tensor, torch.Tensor]:
+    """The update's forward pass, as verl's engine returns it: per-position log-probs of whole sequences in
+    verl's no-padding layout (position t holds log π(token t+1 | tokens <= t), each sequence's last position
+    0), and the detached entropy H_t of π at each response token, (batch, response_len)."""
     sequences = torch.cat([prompts, responses], dim=1)
-    picked = next_token_log_probs(model, sequences)[:, :-1].gather(-1, sequences[:, 1:, None]).squeeze(-1)
-    return torch.cat([picked, torch.zeros_like(picked[:, :1])], dim=1).flatten()
+    log_probs = next_token_log_probs(model, sequences)[:, :-1]
+    picked = log_probs.gather(-1, sequences[:, 1:, None]).squeeze(-1)
+    at_response = log_probs[:, prompts.shape[1] - 1 :].detach()
+    entropy = -(at_response.exp() * at_response).sum(-1)
+    return torch.cat([picked, torch.zeros_like(picked[:, :1])], dim=1).flatten(), entropy
 
 
 @torch.no_grad()
@@ -100,19 +104,23 @@ def train(mode: str, config: RunConfig, log_path: Path, on_step: Callable[[], No
     responses_per_step = config.prompts_per_step * config.samples_per_prompt
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0, eps=config.adam_eps)
     mini_batch = responses_per_step // config.mini_batches
-    actor = actor_config(mode, config.seed, mini_batch, config.samples_per_prompt, task.response_len, task.name)
+    actor = actor_config(
+        mode, config.seed, mini_batch, config.samples_per_prompt, task.response_len, task.name, config.steps
+    )
     grpo = get_adv_estimator_fn("grpo")
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     train_pairs = task.split[0]
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log:
+    # The entropy target's state (schedule step, integral, Ĥ_0) is this run's alone, as in a verl worker.
+    with log_path.open("w") as log, controller.run_state() as target_state:
 
         def write(step: int, data: dict) -> None:
             log.write(json.dumps({"step": step, "data": data}) + "\n")
 
         write(0, evaluate(model, task, config.pass_k))
         for step in range(1, config.steps + 1):
+            target_state.begin_step()  # as verl's train_mini_batch does (verl_cov.engine_adapter)
             chosen = rng.choice(len(train_pairs), config.prompts_per_step, replace=False)
             pairs = [train_pairs[i] for i in chosen for _ in range(config.samples_per_prompt)]
             prompts = task.encode_prompts(pairs)
@@ -126,10 +134,14 @@ def train(mode: str, config: RunConfig, log_path: Path, on_step: Callable[[], No
 
             metrics: dict[str, list[float]] = {}
             for rows in torch.randperm(responses_per_step, generator=generator).split(mini_batch):
-                flat = flat_log_probs(model, prompts[rows], responses[rows])
+                flat, update_entropy = update_forward(model, prompts[rows], responses[rows])
                 data = verl_micro_batch(prompts[rows], responses[rows], old_log_probs[rows], advantages[rows])
                 # As verl's engine train_batch does (verl_cov.engine_adapter): mini-batch statistics first.
-                with scope.mini_batch(actor.policy_loss, old_log_probs[rows], advantages[rows], data["response_mask"]):
+                # and the 80/20 rule's H_t of the update forward (verl_cov.token_entropy), as the engine adapter does
+                with (
+                    scope.mini_batch(actor.policy_loss, old_log_probs[rows], advantages[rows], data["response_mask"]),
+                    token_entropy.active(update_entropy),
+                ):
                     loss, loss_metrics = ppo_loss(actor, {"log_probs": flat}, data)
                 optimizer.zero_grad()
                 loss.backward()

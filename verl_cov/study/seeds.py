@@ -65,14 +65,60 @@ def run_seeds(
     return summaries
 
 
+def side_by_side(summaries: dict[str, dict], pass_k: int) -> str:
+    """Markdown, one row per mode over all runs: mean end-of-run entropy, its worst and mean ratio to GRPO's,
+    mean held-out pass@1 and pass@k, on how many runs pass@k is at or above GRPO's, and for a controlled mode
+    the tracking of H* (mean bias Ĥ − H* and mean RMS over the last third of each run)."""
+    labels = list(summaries)
+    modes = list(summaries[labels[0]]["modes"])
+    row = {mode: [summaries[label]["modes"][mode] for label in labels] for mode in modes}
+    grpo = row.get("grpo")
+    lines = [
+        f"| mode | end-of-run entropy (mean) | × GRPO worst | × GRPO mean | pass@1 (mean) | pass@{pass_k} (mean) "
+        f"| pass@{pass_k} ≥ GRPO's | H* tracking: bias, RMS |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for mode in modes:
+        runs = row[mode]
+        entropy = [r["end_entropy"] for r in runs]
+        _, worst, mean_ratio = _ratio_cells(entropy, [r["end_entropy"] for r in grpo] if grpo else [])
+        passk = [r[f"final_pass@{pass_k}"] for r in runs]
+        at_least = (
+            f"{sum(p >= g[f'final_pass@{pass_k}'] for p, g in zip(passk, grpo, strict=True))}/{len(runs)}"
+            if grpo
+            else "–"
+        )
+        tracked = [r for r in runs if "target_rms" in r]
+        tracking = (
+            f"{_mean([r['target_bias'] for r in tracked]):+.3f}, {_mean([r['target_rms'] for r in tracked]):.3f}"
+            if tracked
+            else "–"
+        )
+        pass1 = _mean([r["final_pass@1"] for r in runs])
+        lines.append(
+            f"| {mode} | {_mean(entropy):.3f} | {worst} | {mean_ratio} | {pass1:.3f} | {_mean(passk):.3f} "
+            f"| {at_least} | {tracking} |"
+        )
+    return "\n".join(lines)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
 def table(summaries: dict[str, dict], pass_k: int) -> str:
-    """Markdown: end-of-run entropy and its ratio to GRPO's per run, then held-out pass@k per run."""
+    """Markdown: the modes side by side, then end-of-run entropy and its ratio to GRPO's per run, then held-out
+    pass@k per run."""
     labels = list(summaries)
     modes = list(summaries[labels[0]]["modes"])
     row = {mode: [summaries[label]["modes"][mode] for label in labels] for mode in modes}
     grpo = [r["end_entropy"] for r in row["grpo"]] if "grpo" in row else []
     runs = ", ".join(labels)
     lines = [
+        f"Side by side over {len(labels)} runs:",
+        "",
+        side_by_side(summaries, pass_k),
+        "",
         f"End-of-run entropy, nats per token (runs {runs}):",
         "",
         "| mode | end-of-run entropy per run | × GRPO per run | × GRPO worst | × GRPO mean |",
