@@ -227,8 +227,13 @@ READS = {
 ENGINE_KEYS = ("selection_scope", "target_entropy", "forking_share")
 
 
+def readers(key: str) -> tuple[str, ...]:
+    """The verl-cov modes that read ``key``."""
+    return tuple(mode for mode, keys in READS.items() if key in keys)
+
+
 def _readers(key: str) -> str:
-    *others, last = [mode for mode, keys in READS.items() if key in keys]
+    *others, last = readers(key)
     return f"{', '.join(others)} and {last}" if others else last
 
 
@@ -265,6 +270,14 @@ def check(config: CovPolicyLossConfig) -> None:
     mode = config.get("loss_mode")
     _check_mode(mode)
     _check_mode_uses_keys(config, mode)
+
+
+def settings_for(policy_loss: Any, modes: tuple[str, ...]) -> CovPolicyLossConfig | None:
+    """``settings(policy_loss)`` when it is a config of one of ``modes``; None for no policy loss or another mode
+    (verl's own, a critic's), whose config is then never built or checked as verl-cov's."""
+    if policy_loss is None or policy_loss.get("loss_mode") not in modes:
+        return None
+    return settings(policy_loss)
 
 
 @functools.lru_cache(maxsize=64)

@@ -37,16 +37,20 @@ import torch.distributed as dist
 
 from verl_cov import controller, scope, token_entropy
 from verl_cov.compat import HAS_ENGINE_TRAIN_BATCH
-from verl_cov.config import KEY_PREFIX, SELECTING_MODES, settings
+from verl_cov.config import KEY_PREFIX, SELECTING_MODES, settings_for
 
 FIELDS = ("old_log_probs", "advantages", "response_mask")
 
 
+def loss_config(loss_function: Callable | None) -> Any:
+    """The config of the engine's ``loss_function`` (verl passes ``partial(ppo_loss, config=...)``), or None."""
+    return getattr(loss_function, "keywords", {}).get("config")
+
+
 def policy_loss_config(loss_function: Callable | None) -> Any:
-    """The policy-loss config of the engine's ``loss_function``: verl passes ``partial(ppo_loss, config=...)``;
-    None for another loss (a critic's has no ``policy_loss``) or none."""
-    actor_config = getattr(loss_function, "keywords", {}).get("config")
-    return getattr(actor_config, "policy_loss", None)
+    """The policy-loss config of the engine's ``loss_function``; None for another loss (a critic's has no
+    ``policy_loss``) or none."""
+    return getattr(loss_config(loss_function), "policy_loss", None)
 
 
 def padded_fields(data: Any) -> Any:
@@ -107,7 +111,7 @@ def with_mini_batch_statistics(train_batch: Callable) -> Callable:
         policy_loss = policy_loss_config(loss_function)
         if token_entropy.wanted(policy_loss):
             request_entropy(data)
-            bonus = getattr(loss_function, "keywords", {}).get("config").entropy_coeff
+            bonus = loss_config(loss_function).entropy_coeff
             loss_function = passing_token_entropy(loss_function, keeps_entropy_gradient=bonus != 0)
         if not scope.wanted(policy_loss) or not all(field in data.keys() for field in FIELDS):
             return train_batch(self, data, loss_function, *args, **kwargs)
@@ -128,10 +132,8 @@ def with_mini_batch_statistics(train_batch: Callable) -> Callable:
 def _targets(worker: Any) -> bool:
     """Whether the worker trains a Clip-Cov or KL-Cov loss with an entropy target (not a critic, say,
     that verl may place in the same process)."""
-    policy_loss = policy_loss_config(worker_loss_function(worker))
-    if policy_loss is None or policy_loss.get("loss_mode") not in SELECTING_MODES:
-        return False
-    return settings(policy_loss).target_entropy is not None
+    config = settings_for(policy_loss_config(worker_loss_function(worker)), SELECTING_MODES)
+    return config is not None and config.target_entropy is not None
 
 
 STATE_FILE = "verl_cov_target_state_rank_{rank}.json"

@@ -38,7 +38,7 @@ import torch
 import torch.distributed as dist
 
 from verl_cov.collective import NO_KEY, all_reduce_sum, collective_device, kth_largest_key, ordered_keys
-from verl_cov.config import GLOBAL, KEY_PREFIX, SELECTING_MODES, CovPolicyLossConfig, settings
+from verl_cov.config import GLOBAL, KEY_PREFIX, SELECTING_MODES, CovPolicyLossConfig, settings, settings_for
 from verl_cov.controller import Control, control
 from verl_cov.covariance import finite_tokens
 from verl_cov.methods import METHODS, RANDOM
@@ -163,9 +163,8 @@ def active(stats: MiniBatchStatistics) -> Iterator[MiniBatchStatistics]:
 def wanted(policy_loss: Any) -> bool:
     """Whether a policy-loss config (None: no policy loss) is a verl-cov Clip-Cov or KL-Cov config that
     asks for mini-batch statistics; verl's own modes and ``verl_cov.vanilla`` never do."""
-    if policy_loss is None or policy_loss.get("loss_mode") not in SELECTING_MODES:
-        return False
-    return settings(policy_loss).needs_mini_batch_statistics
+    config = settings_for(policy_loss, SELECTING_MODES)
+    return config is not None and config.needs_mini_batch_statistics
 
 
 def mini_batch(

@@ -20,9 +20,10 @@ from typing import Any
 
 import torch
 
-from verl_cov.config import FORKING, KEY_PREFIX, READS, CovPolicyLossConfig, settings
+from verl_cov.config import FORKING, KEY_PREFIX, CovPolicyLossConfig, readers, settings_for
 from verl_cov.covariance import finite_tokens
 
+FORKING_READERS = readers("forking_share")
 _ACTIVE: ContextVar[torch.Tensor | None] = ContextVar("verl_cov_token_entropy", default=None)
 
 
@@ -51,9 +52,8 @@ def current(config: CovPolicyLossConfig) -> torch.Tensor:
 
 def wanted(policy_loss: Any) -> bool:
     """Whether a policy-loss config (None: no policy loss) is a verl-cov mode that applies the 80/20 rule."""
-    if policy_loss is None or "forking_share" not in READS.get(policy_loss.get("loss_mode"), ()):
-        return False
-    return settings(policy_loss).forking is not None
+    config = settings_for(policy_loss, FORKING_READERS)
+    return config is not None and config.forking is not None
 
 
 def top_share(scores: torch.Tensor, mask: torch.Tensor, share: float) -> torch.Tensor:

@@ -303,6 +303,20 @@ def test_both_ranks_select_the_same_tokens(global_run):
 
 
 @needs_09
+def resumed_steps_match(whole, resumed) -> list[set[str]]:
+    """The run resumed from step 2 trained steps 3 and 4 and logged there exactly what the uninterrupted 4-step
+    run logged (every actor/ and critic/ key but timings); the keys compared, per step."""
+    assert resumed.returncode == 0, resumed.log[-4000:]
+    assert sorted(resumed.steps()) == [3, 4]
+    compared_per_step = []
+    for step in (3, 4):
+        before, after = whole.steps()[step], resumed.steps()[step]
+        compared = {key for key in before if key.startswith(("actor/", "critic/")) and "/perf/" not in key}
+        assert {key: after[key] for key in compared} == {key: before[key] for key in compared}, step
+        compared_per_step.append(compared)
+    return compared_per_step
+
+
 def test_a_resumed_run_logs_what_the_uninterrupted_run_logged(mode_runs, tmp_path):
     """The 4-step KL-Cov run saved at step 2; a second run resumed from that checkpoint logs the same
     values for steps 3 and 4: verl restores the data order, weights and optimizer, the rollout draws
@@ -320,13 +334,8 @@ def test_a_resumed_run_logs_what_the_uninterrupted_run_logged(mode_runs, tmp_pat
         steps=4,
         label="verl_cov.kl_cov resumed from step 2",
     )
-    assert resumed.returncode == 0, resumed.log[-4000:]
-    assert sorted(resumed.steps()) == [3, 4]
-    for step in (3, 4):
-        before, after = whole.steps()[step], resumed.steps()[step]
-        compared = {key for key in before if key.startswith(("actor/", "critic/")) and "/perf/" not in key}
+    for compared in resumed_steps_match(whole, resumed):
         assert {key for key in compared if key.startswith("actor/cov/")} >= MODES["verl_cov.kl_cov"][1]
-        assert {key: after[key] for key in compared} == {key: before[key] for key in compared}, step
 
 
 def test_a_resumed_run_continues_the_targets_schedule_and_integral(global_run, tmp_path):
@@ -347,14 +356,9 @@ def test_a_resumed_run_continues_the_targets_schedule_and_integral(global_run, t
         steps=GLOBAL_STEPS,
         label="global scope + scheduled target, resumed from step 2",
     )
-    assert resumed.returncode == 0, resumed.log[-4000:]
-    assert sorted(resumed.steps()) == [3, 4]
-    for step in (3, 4):
-        before, after = global_run.steps()[step], resumed.steps()[step]
-        compared = {key for key in before if key.startswith(("actor/", "critic/")) and "/perf/" not in key}
-        targets = {"actor/cov/target_entropy", "actor/cov/target_integral", "actor/cov/target_error", "actor/cov/share"}
+    targets = {"actor/cov/target_entropy", "actor/cov/target_integral", "actor/cov/target_error", "actor/cov/share"}
+    for compared in resumed_steps_match(global_run, resumed):
         assert targets <= compared
-        assert {key: after[key] for key in compared} == {key: before[key] for key in compared}, step
 
 
 @needs_09

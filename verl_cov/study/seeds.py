@@ -69,9 +69,8 @@ def side_by_side(summaries: dict[str, dict], pass_k: int) -> str:
     """Markdown, one row per mode over all runs: mean end-of-run entropy, its worst and mean ratio to GRPO's,
     mean held-out pass@1 and pass@k, on how many runs pass@k is at or above GRPO's, and for a controlled mode
     the tracking of H* (mean bias Ĥ − H* and mean RMS over the last third of each run)."""
-    labels = list(summaries)
-    modes = list(summaries[labels[0]]["modes"])
-    row = {mode: [summaries[label]["modes"][mode] for label in labels] for mode in modes}
+    row = by_mode(summaries)
+    modes = list(row)
     grpo = row.get("grpo")
     lines = [
         f"| mode | end-of-run entropy (mean) | × GRPO worst | × GRPO mean | pass@1 (mean) | pass@{pass_k} (mean) "
@@ -102,6 +101,12 @@ def side_by_side(summaries: dict[str, dict], pass_k: int) -> str:
     return "\n".join(lines)
 
 
+def by_mode(summaries: dict[str, dict]) -> dict[str, list[dict]]:
+    """Each mode's per-run summaries, in the runs' order."""
+    modes = next(iter(summaries.values()))["modes"]
+    return {mode: [summary["modes"][mode] for summary in summaries.values()] for mode in modes}
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
@@ -109,9 +114,8 @@ def _mean(values: list[float]) -> float:
 def table(summaries: dict[str, dict], pass_k: int) -> str:
     """Markdown: the modes side by side, then end-of-run entropy and its ratio to GRPO's per run, then held-out
     pass@k per run."""
-    labels = list(summaries)
-    modes = list(summaries[labels[0]]["modes"])
-    row = {mode: [summaries[label]["modes"][mode] for label in labels] for mode in modes}
+    labels, row = list(summaries), by_mode(summaries)
+    modes = list(row)
     grpo = [r["end_entropy"] for r in row["grpo"]] if "grpo" in row else []
     runs = ", ".join(labels)
     lines = [
@@ -138,10 +142,8 @@ def table(summaries: dict[str, dict], pass_k: int) -> str:
     ]
     for mode in modes:
         passk = [r[f"final_pass@{pass_k}"] for r in row[mode]]
-        pass1 = sum(r["final_pass@1"] for r in row[mode]) / len(labels)
-        lines.append(
-            f"| {mode} | {', '.join(f'{p:.2f}' for p in passk)} | {pass1:.3f} | {sum(passk) / len(passk):.3f} |"
-        )
+        pass1 = _mean([r["final_pass@1"] for r in row[mode]])
+        lines.append(f"| {mode} | {', '.join(f'{p:.2f}' for p in passk)} | {pass1:.3f} | {_mean(passk):.3f} |")
     if grpo:
         start = [r["start_entropy"] for r in row["grpo"] if "start_entropy" in r]
         if start:
@@ -153,7 +155,7 @@ def table(summaries: dict[str, dict], pass_k: int) -> str:
         every = [r["cov_all_mean"] for r in row["grpo"]]
         lines.append(
             f"\nCovariance concentration (GRPO, first third of the run): the top {TOP_SHARE:.1%} of a step's "
-            f"tokens average Cov {sum(top) / len(top):.2f}, all tokens {sum(every) / len(every):.4f}."
+            f"tokens average Cov {_mean(top):.2f}, all tokens {_mean(every):.4f}."
         )
     return "\n".join(lines)
 
@@ -163,4 +165,4 @@ def _ratio_cells(entropy: list[float], grpo: list[float]) -> tuple[str, str, str
     if not grpo or not all(g > 0 for g in grpo):
         return "–", "–", "–"
     ratios = [e / g for e, g in zip(entropy, grpo, strict=True)]
-    return ", ".join(f"{r:.1f}×" for r in ratios), f"{min(ratios):.1f}×", f"{sum(ratios) / len(ratios):.1f}×"
+    return ", ".join(f"{r:.1f}×" for r in ratios), f"{min(ratios):.1f}×", f"{_mean(ratios):.1f}×"
