@@ -302,7 +302,6 @@ def test_both_ranks_select_the_same_tokens(global_run):
         assert sum(per_rank.values()) == len(chosen)
 
 
-@needs_09
 def resumed_steps_match(whole, resumed) -> list[set[str]]:
     """The run resumed from step 2 trained steps 3 and 4 and logged there exactly what the uninterrupted 4-step
     run logged (every actor/ and critic/ key but timings); the keys compared, per step."""
@@ -317,6 +316,7 @@ def resumed_steps_match(whole, resumed) -> list[set[str]]:
     return compared_per_step
 
 
+@needs_09
 def test_a_resumed_run_logs_what_the_uninterrupted_run_logged(mode_runs, tmp_path):
     """The 4-step KL-Cov run saved at step 2; a second run resumed from that checkpoint logs the same
     values for steps 3 and 4: verl restores the data order, weights and optimizer, the rollout draws
