@@ -4,14 +4,18 @@ tests/e2e."""
 
 import functools
 import json
+import math
 import warnings
 
 import pytest
 import torch
 from conftest import actor_config
+from tensordict import TensorDict
+from verl.utils import tensordict_utils as tu
 
-from verl_cov import controller, engine_adapter, token_entropy
+from verl_cov import controller, engine_adapter, scope, token_entropy
 from verl_cov.compat import HAS_ENGINE_TRAIN_BATCH
+from verl_cov.config import settings
 
 pytestmark = pytest.mark.skipif(not HAS_ENGINE_TRAIN_BATCH, reason="the engine adapter serves verl >= 0.8")
 
@@ -148,3 +152,127 @@ def test_workers_without_a_target_keep_no_state(mode, keys, tmp_path):
         engine_adapter.saving_state(FakeWorker.save_checkpoint)(worker, tmp_path)
         engine_adapter.loading_state(FakeWorker.load_checkpoint)(worker, tmp_path)
         assert state.step == 0 and worker.saved == [[]]
+
+
+# Global scope with the 80/20 rule, on a mini-batch in verl's engine layout: nested rows of different prompt and
+# response lengths, split into micro-batches by verl's own TensorDict helpers, fixed or shuffled as dynamic
+# batching does.
+PROMPT_LENS, RESPONSE_LENS = [2, 3, 2, 4, 3, 2], [4, 1, 5, 3, 5, 2]
+
+
+def nested(rows):
+    return torch.nested.nested_tensor(rows, layout=torch.jagged)
+
+
+def engine_mini_batch(seed: int = 0):
+    """(data, full-sequence H_t rows as verl's model output holds them, (batch, response_len) H_t, mask). Cov_old
+    falls as H_t rises (A = ±1 by row, log π_old = ∓H_t − 1), so the top of the covariance is not forking: a
+    selection that ignored the forking mask would pick other tokens."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = [p + r for p, r in zip(PROMPT_LENS, RESPONSE_LENS, strict=True)]
+    # quarter-nat steps: several tokens tie, some at the threshold
+    full = [torch.randint(0, 12, (n,), generator=g).float() / 4 for n in lengths]
+    # verl's layout: the entropy of response token t of a row sits at full-sequence position prompt_len - 1 + t
+    responses = [row[p - 1 : p - 1 + r] for row, p, r in zip(full, PROMPT_LENS, RESPONSE_LENS, strict=True)]
+    masks = [torch.rand(r, generator=g) > 0.2 for r in RESPONSE_LENS]
+    signs = [1.0 if i < len(full) // 2 else -1.0 for i in range(len(full))]
+    data = TensorDict(
+        {
+            "prompts": nested([torch.randint(0, 9, (p,), generator=g) for p in PROMPT_LENS]),
+            "responses": nested([torch.randint(0, 9, (r,), generator=g) for r in RESPONSE_LENS]),
+            "response_mask": nested([m.long() for m in masks]),
+            "old_log_probs": nested([-sign * h - 1 for sign, h in zip(signs, responses, strict=True)]),
+            "advantages": nested([torch.full_like(h, sign) for sign, h in zip(signs, responses, strict=True)]),
+        },
+        batch_size=[len(full)],
+    )
+    width = max(RESPONSE_LENS)
+    entropy, mask = torch.zeros(len(full), width), torch.zeros(len(full), width, dtype=torch.bool)
+    for i, r in enumerate(RESPONSE_LENS):
+        entropy[i, :r], mask[i, :r] = responses[i], masks[i]
+    return data, full, entropy, mask
+
+
+class NestedEngine:
+    """verl's engine as the adapter meets it: ``infer_batch`` answers the probe; ``train_batch`` splits the
+    mini-batch into micro-batches of ``split`` rows and calls the loss on each."""
+
+    def __init__(self, full_entropy, split):
+        self.full_entropy, self.split, self.probes, self.seen = full_entropy, split, [], {}
+
+    def get_data_parallel_group(self):
+        return None
+
+    def infer_batch(self, data, loss_function=None):
+        self.probes.append(tu.get_non_tensor_data(data, "calculate_entropy", False))
+        return {"model_output": {"entropy": nested(self.full_entropy)}}
+
+    def train_batch(self, data, loss_function):
+        assert not tu.get_non_tensor_data(data, "calculate_entropy", False)  # the update forward computes none for us
+        for rows in self.split:
+            micro = tu.index_select_tensor_dict(data, rows)
+            mask = micro["response_mask"].to_padded_tensor(0).bool()
+            seen = loss_function(model_output={"log_probs": None}, data=micro, mask=mask)
+            self.seen.update(zip(rows, seen, strict=True))
+        return "trained"
+
+
+def forking_and_selection(model_output=None, data=None, dp_group=None, config=None, mask=None):
+    """A loss that reports, per row, its forking tokens and (KL-Cov) the tokens the method selected."""
+    cfg = settings(config.policy_loss)
+    forking = token_entropy.forking_tokens(cfg, mask)
+    stats = scope.current(cfg)
+    selected = torch.zeros_like(forking)
+    if stats is not None:
+        padded = data.select("old_log_probs", "advantages").to_padded_tensor()
+        selected, _ = scope.selected_tokens(
+            cfg.loss_mode, padded["old_log_probs"], padded["advantages"], mask & forking, stats
+        )
+    return list(zip(forking, selected, strict=True))
+
+
+def top_share_reference(entropy, mask, share):
+    """The valid tokens at or above the ⌈share·N⌉-th largest H_t of the whole mini-batch, written out."""
+    values = sorted(entropy[mask].tolist(), reverse=True)
+    return mask & (entropy >= values[math.ceil(share * len(values)) - 1])
+
+
+SPLITS = {"fixed": [[0, 1], [2, 3], [4, 5]], "dynamic": [[5, 2, 0], [1], [4, 3]]}
+
+
+@pytest.mark.parametrize("split", list(SPLITS))
+@pytest.mark.parametrize(
+    "mode, keys", [("verl_cov.forking", {}), ("verl_cov.kl_cov", {"forking_share": 0.5, "kl_cov_ratio": 0.2})]
+)
+def test_global_scope_forks_the_top_share_of_the_whole_mini_batch_however_it_is_split(split, mode, keys):
+    data, full, entropy, mask = engine_mini_batch()
+    config = actor_config(mode, selection_scope="global", **keys)
+    engine = NestedEngine(full, SPLITS[split])
+    train = engine_adapter.with_mini_batch_statistics(NestedEngine.train_batch)
+    assert train(engine, data, functools.partial(forking_and_selection, config=config)) == "trained"
+    assert engine.probes == [True] and "calculate_entropy" not in data.keys()  # the probe asked on a copy
+    expected = top_share_reference(entropy, mask, config.policy_loss.forking)
+    assert 0 < expected.sum() < mask.sum()
+    for row, (forking, selected) in engine.seen.items():
+        r = RESPONSE_LENS[row]
+        assert forking[:r].tolist() == expected[row, :r].tolist(), row
+        assert not (selected & ~forking).any(), row  # the method selects among the forking tokens only
+    if mode == "verl_cov.kl_cov":  # the top k·N of the forking tokens by Cov_old, N and the means over all tokens
+        padded = data.select("old_log_probs", "advantages").to_padded_tensor()
+        log_prob, advantage = padded["old_log_probs"], padded["advantages"]
+        cov = (log_prob - log_prob[mask].mean()) * (advantage - advantage[mask].mean())
+        selected = torch.zeros_like(mask)
+        for row, (_, chosen) in engine.seen.items():
+            selected[row, : RESPONSE_LENS[row]] = chosen[: RESPONSE_LENS[row]]
+        assert int(selected.sum()) >= math.floor(0.2 * int(mask.sum())) > 0
+        assert cov[selected].min() >= cov[expected & ~selected].max()
+
+
+def test_global_forking_needs_the_entropy_on_every_rank():
+    data, full, _, _ = engine_mini_batch()
+    engine = NestedEngine(full, SPLITS["fixed"])
+    engine.infer_batch = lambda data, loss_function=None: None  # a pipeline stage without outputs
+    config = actor_config("verl_cov.forking", selection_scope="global")
+    train = engine_adapter.with_mini_batch_statistics(NestedEngine.train_batch)
+    with pytest.raises(RuntimeError, match=r"selection_scope='global' with the 80/20 rule needs the per-token entropy"):
+        train(engine, data, functools.partial(forking_and_selection, config=config))

@@ -247,7 +247,10 @@ def test_without_the_entropy_of_the_update_forward_the_error_names_the_key():
         ({"forking_share": 1.5}, r"forking_share=1\.5 is out of range"),
         ({"forking_share": float("nan")}, r"forking_share=nan is out of range"),
         ({"seed": 3}, r"seed=3 is out of range: applies to verl_cov\.clip_cov and verl_cov\.kl_cov only"),
-        ({"selection_scope": "global"}, r"selection_scope='global' is out of range: applies to verl_cov\.clip_cov"),
+        (
+            {"selection_scope": "everywhere"},
+            r"selection_scope='everywhere' is out of range: must be one of micro_b",
+        ),
         ({"target_entropy": 0.5}, r"target_entropy=0\.5 is out of range: applies to"),
     ],
 )
@@ -260,8 +263,14 @@ def test_bad_forking_configs_fail_at_config_time_naming_the_key(keys, match):
 def test_forking_share_is_refused_where_nothing_reads_it():
     with pytest.raises(ValueError, match=rf"{PREFIX}\.forking_share=0\.2 .*verl_cov\.vanilla"):
         actor_config("verl_cov.vanilla", forking_share=0.2)
-    with pytest.raises(ValueError, match=rf"{PREFIX}\.selection_scope='global' .*forking tokens"):
-        actor_config("verl_cov.kl_cov", forking_share=0.2, selection_scope="global")
+
+
+@needs_engine
+@pytest.mark.parametrize("mode, keys", [("verl_cov.forking", {}), ("verl_cov.kl_cov", {"forking_share": 0.2})])
+def test_global_scope_takes_the_80_20_quantile_over_the_mini_batch(mode, keys):
+    """Accepted at config time: the engine adapter computes the mini-batch's H_t before its micro-batches."""
+    assert token_entropy.wanted_over_mini_batch(actor_config(mode, selection_scope="global", **keys).policy_loss)
+    assert not token_entropy.wanted_over_mini_batch(actor_config(mode, **keys).policy_loss)
 
 
 @pytest.mark.skipif(HAS_ENGINE_TRAIN_BATCH, reason="verl >= 0.8 serves the 80/20 rule")

@@ -59,7 +59,10 @@ class CovPolicyLossConfig(PolicyLossConfig):
     ppo_kl_coef: float = knob(1.0, "β", f"[0, {MAX_KL_COEF:g}]", "KL-Cov penalty coefficient")
     seed: int = knob(0, "", "[0, 2**63)", "seed of the token-selection hash (same seed and tokens: same selection)")
     selection_scope: str = knob(
-        MICRO_BATCH, "", "micro_batch, global", "`global`: select over the whole mini-batch on all ranks (verl >= 0.8)"
+        MICRO_BATCH,
+        "",
+        "micro_batch, global",
+        "`global`: select, and take the 80/20 quantile, over the whole mini-batch on all ranks (verl >= 0.8)",
     )
     target_entropy: float | None = knob(
         None, "H*", "> 0 nats, or null", "hold the entropy near H* nats per token (verl >= 0.8); null: off"
@@ -220,7 +223,7 @@ _NEEDS_TARGET = ("target_adapts_beta", *_TARGET_KEYS[2:])
 READS = {
     CLIP_COV: ("seed", "selection_scope", *_TARGET_KEYS, "forking_share"),
     KL_COV: ("seed", "selection_scope", *_TARGET_KEYS, "target_adapts_beta", "forking_share"),
-    FORKING: ("forking_share",),
+    FORKING: ("forking_share", "selection_scope"),
     VANILLA: (),
 }
 # Keys served through verl's engine workers (their train_batch, which verl-cov wraps): mini-batch statistics, entropy.
@@ -247,14 +250,6 @@ def _check_mode_uses_keys(config: CovPolicyLossConfig, mode: Any) -> None:
             _fail(key, config.get(key), reason)
         if key in _NEEDS_TARGET and config.get("target_entropy") is None:
             _fail(key, config.get(key), "needs target_entropy to be set")
-    if config.forking is not None and config.get("selection_scope") == GLOBAL:
-        _fail(
-            "selection_scope",
-            GLOBAL,
-            "with forking_share the method selects among the 80/20 rule's forking tokens, known only in each "
-            "micro-batch's forward (π_θ's entropy), while global scope selects before the forward passes; use "
-            "selection_scope=micro_batch with forking_share",
-        )
     if HAS_ENGINE_TRAIN_BATCH:
         return
     if mode == FORKING:

@@ -9,7 +9,9 @@ all-reduces the mini-batch's token count. Wrapping it there gives the policy los
 the whole mini-batch (global selection scope, entropy target) with collectives that every rank
 issues exactly once per mini-batch. The wrapper reads the actor config from the loss function
 (``partial(ppo_loss, config=...)``) and does nothing unless that config asks for the statistics
-(``scope.wanted``): the copy of the mini-batch's fields is made only then.
+(``scope.wanted``) or the 80/20 rule's entropy (``token_entropy.wanted``): the copy of the mini-batch's
+fields is made only then. The 80/20 rule in global scope also runs the engine's own ``infer_batch`` once
+per mini-batch, before ``train_batch``, for the H_t of all its tokens.
 
 The entropy target's schedule and integral (``verl_cov.controller``) keep state between mini-batches. Its
 clock is verl's training step: ``TrainingWorker.train_mini_batch`` runs once per step on every worker
@@ -22,6 +24,7 @@ like verl's own per-rank shards, need no shared filesystem.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.abc
 import importlib.machinery
@@ -37,7 +40,7 @@ import torch.distributed as dist
 
 from verl_cov import controller, scope, token_entropy
 from verl_cov.compat import HAS_ENGINE_TRAIN_BATCH
-from verl_cov.config import KEY_PREFIX, SELECTING_MODES, settings_for
+from verl_cov.config import KEY_PREFIX, SELECTING_MODES, settings, settings_for
 
 FIELDS = ("old_log_probs", "advantages", "response_mask")
 
@@ -83,6 +86,50 @@ def worker_loss_function(worker: Any) -> Callable | None:
     return getattr(worker, "loss_fn", None)
 
 
+ENTROPY_FIELD = "verl_cov_token_entropy"  # the mini-batch's H_t, carried with its rows into each micro-batch
+
+
+def probe_entropy(engine: Any, data: Any) -> Any:
+    """π_θ's H_t at every token of the mini-batch, in the layout of verl's model output (nested, one row per
+    sequence), from one forward without gradient: the engine's own ``infer_batch`` on a shallow copy of
+    ``data`` with ``calculate_entropy``, split into micro-batches as the update will be. Every rank calls it."""
+    from verl.utils import tensordict_utils
+
+    probe = data.copy()
+    tensordict_utils.assign_non_tensor(probe, calculate_entropy=True)
+    output = engine.infer_batch(probe)
+    entropy = (output or {}).get("model_output", {}).get("entropy")
+    if entropy is None:
+        raise RuntimeError(
+            f"{KEY_PREFIX}.selection_scope='global' with the 80/20 rule needs the per-token entropy on every "
+            f"data-parallel rank, and {type(engine).__name__}.infer_batch returned none on this one (an engine "
+            "whose outputs live on one pipeline stage); use selection_scope=micro_batch"
+        )
+    return entropy
+
+
+def carrying_entropy(data: Any, entropy: Any) -> Any:
+    """A shallow copy of ``data`` with ``entropy`` as ``ENTROPY_FIELD``, so verl's micro-batch split (fixed or
+    dynamic) hands each micro-batch the H_t of its own rows."""
+    carried = data.copy()
+    carried[ENTROPY_FIELD] = entropy
+    return carried
+
+
+def passing_carried_entropy(loss_function: Callable) -> Callable:
+    """``loss_function`` run with the micro-batch's carried H_t (``carrying_entropy``) active."""
+
+    @functools.wraps(loss_function)
+    def loss(*args, **kwargs):
+        data = kwargs.get("data")
+        if data is None or ENTROPY_FIELD not in data.keys():
+            return loss_function(*args, **kwargs)  # not a policy-loss call (verl's distillation hook)
+        with token_entropy.active(padded_entropy({"entropy": data[ENTROPY_FIELD]}, data)):
+            return loss_function(*args, **kwargs)
+
+    return loss
+
+
 def passing_token_entropy(loss_function: Callable, keeps_entropy_gradient: bool) -> Callable:
     """``loss_function(model_output=..., data=..., ...)`` run with the micro-batch's H_t active
     (``verl_cov.token_entropy``). Unless the user's own entropy bonus needs it (``keeps_entropy_gradient``),
@@ -104,11 +151,15 @@ def passing_token_entropy(loss_function: Callable, keeps_entropy_gradient: bool)
 
 def with_mini_batch_statistics(train_batch: Callable) -> Callable:
     """``train_batch(self, data, loss_function)`` run inside the mini-batch's ``scope.mini_batch``, and, for the
-    80/20 rule, with verl's update forward computing H_t and each micro-batch's H_t active in the loss."""
+    80/20 rule, with each micro-batch's H_t active in the loss: from verl's update forward (micro-batch
+    scope), or from one forward over the whole mini-batch before it, with the forking threshold of all ranks
+    (global scope)."""
 
     @functools.wraps(train_batch)
     def wrapped(self, data, loss_function, *args, **kwargs):
         policy_loss = policy_loss_config(loss_function)
+        if token_entropy.wanted_over_mini_batch(policy_loss) and all(field in data.keys() for field in FIELDS):
+            return _with_mini_batch_forking(train_batch, self, data, loss_function, *args, **kwargs)
         if token_entropy.wanted(policy_loss):
             request_entropy(data)
             bonus = loss_config(loss_function).entropy_coeff
@@ -127,6 +178,30 @@ def with_mini_batch_statistics(train_batch: Callable) -> Callable:
             return train_batch(self, data, loss_function, *args, **kwargs)
 
     return wrapped
+
+
+def _with_mini_batch_forking(train_batch: Callable, engine: Any, data: Any, loss_function: Callable, *args, **kwargs):
+    """Global scope with the 80/20 rule: the mini-batch's H_t from ``probe_entropy``, its forking threshold
+    over all ranks, the covariance method's statistics among the forking tokens, then verl's update with each
+    micro-batch reading the H_t of its rows (verl's update forward computes no entropy for it)."""
+    policy_loss = policy_loss_config(loss_function)
+    group = data_parallel_group(engine)
+    entropy = probe_entropy(engine, data)
+    data = carrying_entropy(data, entropy)
+    padded = padded_fields(data)
+    mask = padded["response_mask"].bool()
+    entropy = padded_entropy({"entropy": entropy}, data)[:, : mask.shape[1]]
+    threshold = token_entropy.mini_batch_threshold(entropy, mask, settings(policy_loss).forking, group)
+    statistics = contextlib.nullcontext()
+    if scope.wanted(policy_loss):
+        forking = token_entropy.at_or_above(entropy, mask, threshold)
+        statistics = scope.active(
+            scope.mini_batch_statistics(
+                policy_loss, padded["old_log_probs"], padded["advantages"], mask, group=group, forking=forking
+            )
+        )
+    with token_entropy.mini_batch_scope(threshold), statistics:
+        return train_batch(engine, data, passing_carried_entropy(loss_function), *args, **kwargs)
 
 
 def _targets(worker: Any) -> bool:

@@ -52,8 +52,9 @@ def covariance_policy_loss(
 
     covariance = token_covariance(log_prob, advantages, mask)
     forking = token_entropy.forking_tokens(cfg, mask)
-    if cfg.selection_scope == GLOBAL:  # (the config refuses forking_share here: no entropy before the forward)
-        selected, candidates = scope.selected_tokens(method.name, old_log_prob, advantages, mask, stats)
+    if cfg.selection_scope == GLOBAL:
+        eligible = mask if forking is None else mask & forking
+        selected, candidates = scope.selected_tokens(method.name, old_log_prob, advantages, eligible, stats)
     else:
         candidates = covariance.scored if forking is None else covariance.scored & forking
         if objective.ineligible is not None:

@@ -21,7 +21,8 @@ the first mini-batch of a rollout batch). KL-Cov keeps the top k·N tokens by Co
 r·N of the tokens with Cov_old in [ω_low, ω_high] uniformly, by ranking a keyed hash of each token
 (``verl_cov.selection.token_keys``) that does not depend on where the token sits in the split. Tokens
 tied at the threshold are all kept (identical tokens of identical responses are selected together).
-Tokens whose log π_old or A is not finite take no part in the statistics or the selection.
+Tokens whose log π_old or A is not finite take no part in the statistics or the selection. With the
+80/20 rule (``forking_share``) only the mini-batch's forking tokens are eligible (``verl_cov.token_entropy``).
 """
 
 from __future__ import annotations
@@ -116,9 +117,12 @@ def mini_batch_statistics(
     advantages: torch.Tensor,
     response_mask: torch.Tensor,
     group: dist.ProcessGroup | None = None,
+    forking: torch.Tensor | None = None,
 ) -> MiniBatchStatistics:
     """Reduce this rank's part of a mini-batch ((batch, response_len) tensors) with the other ranks of
-    ``group``. Every rank of ``group`` must call it once per mini-batch, before the micro-batch loop."""
+    ``group``. Every rank of ``group`` must call it once per mini-batch, before the micro-batch loop.
+    With the 80/20 rule in global scope, ``forking`` (the mini-batch's forking tokens, ``verl_cov.token_entropy``)
+    limits the selection to them; N, the means and the count stay those of all valid tokens."""
     config = settings(policy_loss)
     mode = config.loss_mode
     device = collective_device(group)
@@ -143,6 +147,8 @@ def mini_batch_statistics(
     )
     if config.selection_scope != GLOBAL:
         return stats
+    if forking is not None:
+        mask = mask & forking.to(device)
     priority, eligible = _scored_tokens(mode, old_log_prob, advantages, mask, stats)
     n_eligible = int(all_reduce_sum(eligible.sum().view(1), group))
     count = min(math.floor(stats.control.share * n_valid + u), n_eligible)  # E[count] = share·N (stochastic rounding)

@@ -8,6 +8,15 @@ same around its own forward. Which policy: π_θ of the update forward, as TRL's
 uses — the entropy of the policy the gradient moves, known for exactly the tokens
 of the micro-batch (equal to π_old's on the first mini-batch of a rollout batch). verl's old-log-prob pass
 computes π_old's entropy too, but the trainer drops it before the update.
+
+Where the quantile is taken (``selection_scope``): over each micro-batch, or (``global``) over the whole
+mini-batch on all data-parallel ranks. verl steps the optimizer once per mini-batch, so every micro-batch's
+update forward sees the same π_θ, and the H_t of all the mini-batch's tokens is known before its first
+micro-batch from one forward without gradient (the engine adapter runs it, about a third of the update's
+compute). ``mini_batch_threshold`` then finds the ⌈ρ·N⌉-th largest H_t of the N valid tokens on all ranks
+with the histogram collectives of ``verl_cov.collective``, no token gathered; each micro-batch keeps its
+tokens at or above it, reading the H_t of that same forward, so the forking set is exact and the same
+however the mini-batch is split.
 """
 
 from __future__ import annotations
@@ -19,12 +28,15 @@ from contextvars import ContextVar
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
-from verl_cov.config import FORKING, KEY_PREFIX, CovPolicyLossConfig, readers, settings_for
+from verl_cov.collective import NO_KEY, all_reduce_sum, collective_device, kth_largest_key, ordered_keys
+from verl_cov.config import FORKING, GLOBAL, KEY_PREFIX, CovPolicyLossConfig, readers, settings_for
 from verl_cov.covariance import finite_tokens
 
 FORKING_READERS = readers("forking_share")
 _ACTIVE: ContextVar[torch.Tensor | None] = ContextVar("verl_cov_token_entropy", default=None)
+_THRESHOLD: ContextVar[int | None] = ContextVar("verl_cov_forking_threshold", default=None)
 
 
 @contextlib.contextmanager
@@ -54,6 +66,42 @@ def wanted(policy_loss: Any) -> bool:
     """Whether a policy-loss config (None: no policy loss) is a verl-cov mode that applies the 80/20 rule."""
     config = settings_for(policy_loss, FORKING_READERS)
     return config is not None and config.forking is not None
+
+
+def wanted_over_mini_batch(policy_loss: Any) -> bool:
+    """Whether the config applies the 80/20 rule with the quantile over the whole mini-batch (global scope)."""
+    return wanted(policy_loss) and settings_for(policy_loss, FORKING_READERS).selection_scope == GLOBAL
+
+
+def mini_batch_threshold(
+    entropy: torch.Tensor, mask: torch.Tensor, share: float, group: dist.ProcessGroup | None = None
+) -> int:
+    """The ``ordered_keys`` key of the ⌈share·N⌉-th largest H_t among the N valid tokens of the mini-batch on
+    all ranks of ``group`` (``NO_KEY``, which no token reaches, when N = 0). Every rank of ``group`` calls it
+    once per mini-batch with its own (batch, response_len) ``entropy`` and ``mask``."""
+    device = collective_device(group)
+    entropy = entropy.to(device)
+    valid = finite_tokens(mask.to(device).bool(), entropy)
+    n = int(all_reduce_sum(torch.count_nonzero(valid).view(1), group))
+    if n == 0:
+        return NO_KEY
+    k = max(1, math.ceil(share * n * (1 - CEIL_TOLERANCE)))
+    return kth_largest_key(ordered_keys(entropy), valid, k, group)
+
+
+def at_or_above(entropy: torch.Tensor, mask: torch.Tensor, threshold: int) -> torch.Tensor:
+    """Bool mask of the valid tokens whose H_t's key is at least ``threshold`` (``mini_batch_threshold``)."""
+    return finite_tokens(mask.bool(), entropy) & (ordered_keys(entropy) >= threshold)
+
+
+@contextlib.contextmanager
+def mini_batch_scope(threshold: int) -> Iterator[int]:
+    """Make ``threshold`` the forking threshold of this mini-batch's micro-batches (global scope)."""
+    token = _THRESHOLD.set(threshold)
+    try:
+        yield threshold
+    finally:
+        _THRESHOLD.reset(token)
 
 
 def top_share(scores: torch.Tensor, mask: torch.Tensor, share: float) -> torch.Tensor:
@@ -105,7 +153,16 @@ def forking_tokens(config: CovPolicyLossConfig, mask: torch.Tensor) -> torch.Ten
     entropy = current(config)
     if entropy.shape != mask.shape:
         raise RuntimeError(f"the active token entropy has shape {tuple(entropy.shape)}, the batch {tuple(mask.shape)}")
-    return top_share(entropy.to(mask.device), mask, share)
+    if config.selection_scope != GLOBAL:
+        return top_share(entropy.to(mask.device), mask, share)
+    threshold = _THRESHOLD.get()
+    if threshold is None:
+        raise RuntimeError(
+            f"{KEY_PREFIX}.selection_scope={GLOBAL!r} with the 80/20 rule needs the mini-batch's forking threshold, "
+            "which verl-cov computes around verl's engine train_batch (verl >= 0.8) or in "
+            "verl_cov.token_entropy.mini_batch_scope(...); none is active"
+        )
+    return at_or_above(entropy.to(mask.device), mask, threshold)
 
 
 def forking_metrics(forking: torch.Tensor | None, mask: torch.Tensor) -> dict[str, torch.Tensor]:

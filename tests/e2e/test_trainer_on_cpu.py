@@ -361,6 +361,67 @@ def test_a_resumed_run_continues_the_targets_schedule_and_integral(global_run, t
         assert targets <= compared
 
 
+# KL-Cov among the 80/20 rule's forking tokens, both over the whole mini-batch of 2 workers: the forking threshold
+# from one forward without gradient before the micro-batches (H_t of pi_theta), the KL-Cov threshold among them.
+FORKING_GLOBAL_STEPS = 2
+FORKING_GLOBAL = [
+    TARGET,
+    f"{PL}.loss_mode=verl_cov.kl_cov",
+    f"{PL}.kl_cov_ratio=0.2",
+    f"+{PL}.forking_share=0.5",
+    f"+{PL}.selection_scope=global",
+    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+]
+
+
+@pytest.fixture(scope="module")
+def global_forking_run(tmp_path_factory):
+    if VERL < Version("0.8"):
+        pytest.skip("the 80/20 rule needs verl >= 0.8")
+    return run_trainer(
+        tmp_path_factory.mktemp("global_forking"),
+        *FORKING_GLOBAL,
+        gpus=2,
+        steps=FORKING_GLOBAL_STEPS,
+        label="KL-Cov + 80/20, global scope, 2 workers",
+    )
+
+
+def test_global_forking_tokens_are_the_top_share_of_the_whole_mini_batch(global_forking_run):
+    """Each micro-batch's loss on either rank records its tokens' H_t and which are forking. Per mini-batch
+    (one threshold on both ranks), the forking tokens of both ranks together are exactly
+    those at or above the ⌈ρ·N⌉-th largest H_t of the whole mini-batch, and KL-Cov selected among them only."""
+    run = global_forking_run
+    assert run.returncode == 0, run.log[-4000:]
+    steps = run.steps()
+    assert sorted(steps) == list(range(1, FORKING_GLOBAL_STEPS + 1))
+    for step, data in steps.items():
+        assert 0 < data["actor/cov/selected_frac"] <= data["actor/cov/forking_frac"] < 1, step
+    mini_batches: dict[int, list[dict]] = {}
+    for record in run.trace("forking.jsonl"):
+        mini_batches.setdefault(record["mini_batch"], []).append(record)
+    assert sorted(mini_batches) == list(range(1, FORKING_GLOBAL_STEPS * 2 + 1))  # 2 mini-batches per step
+    for number, parts in mini_batches.items():
+        assert {part["rank"] for part in parts} == {0, 1} and len({part["threshold"] for part in parts}) == 1
+        tokens = [(h, forking) for part in parts for h, forking in zip(part["entropy"], part["forking"], strict=True)]
+        ranked = sorted((h for h, _ in tokens), reverse=True)
+        kth = ranked[math.ceil(0.5 * len(ranked)) - 1]
+        assert [forking for _, forking in tokens] == [h >= kth for h, _ in tokens], number
+    # KL-Cov's candidates are the forking tokens (the trace's "score" lists the eligible ones): the top k·N by
+    # Cov_old among them, N all the valid tokens, over both ranks
+    selections: dict[int, list[dict]] = {}
+    for record in run.trace("selection.jsonl"):
+        selections.setdefault(record["salt"], []).append(record)
+    assert len(selections) == FORKING_GLOBAL_STEPS * 2
+    for salt, parts in selections.items():
+        assert {part["rank"] for part in parts} == {0, 1} and len({part["threshold"] for part in parts}) == 1, salt
+        tokens = [(c, chosen) for part in parts for c, chosen in zip(part["score"], part["selected"], strict=True)]
+        assert len(tokens) < parts[0]["n_valid"]  # the forking tokens only
+        chosen = [c for c, selected in tokens if selected]
+        assert len(chosen) >= min(len(tokens), math.floor(0.2 * parts[0]["n_valid"])) > 0, salt
+        assert min(chosen) >= max((c for c, selected in tokens if not selected), default=-math.inf), salt
+
+
 @needs_09
 def test_a_recipe_trains_through_its_own_launch_path(tmp_path):
     """``bash recipes/qwen2.5-7b-kl_cov.sh`` itself (the v1 trainer with DAPO dynamic sampling, the

@@ -28,3 +28,4 @@ from verl_cpu_harness import rollout, trace  # noqa: E402  after the device patc
 
 rollout.register()
 trace.record_global_selection()
+trace.record_global_forking()

@@ -5,7 +5,10 @@ names a folder (every verl process appends to its files there):
   test sees that training changed the weights the rollout samples from;
 - ``selection.jsonl``: each time verl-cov selects tokens over a whole mini-batch (``selection_scope=global``),
   the rank, the mini-batch's key and threshold, and every valid token's score and whether it was selected,
-  so a test can check that all data-parallel ranks made one selection.
+  so a test can check that all data-parallel ranks made one selection;
+- ``forking.jsonl``: each time a micro-batch's loss takes the 80/20 rule's forking tokens over the whole
+  mini-batch (``selection_scope=global``), the rank, the mini-batch's number on that rank and its threshold,
+  and every valid token's H_t and whether it is a forking token.
 """
 
 from __future__ import annotations
@@ -61,3 +64,38 @@ def record_global_selection() -> None:
         return selected, eligible
 
     scope.selected_tokens = selected_tokens
+
+
+def record_global_forking() -> None:
+    """Wrap ``verl_cov.token_entropy.forking_tokens`` where it reads a mini-batch's threshold (global scope)."""
+    if not FOLDER:
+        return
+    from verl_cov import token_entropy
+
+    original, original_scope = token_entropy.forking_tokens, token_entropy.mini_batch_scope
+    mini_batches = []  # one entry per mini-batch this rank trained (ranks train the same mini-batches in order)
+
+    def mini_batch_scope(threshold):
+        mini_batches.append(threshold)
+        return original_scope(threshold)
+
+    def forking_tokens(config, mask):
+        forking = original(config, mask)
+        threshold = token_entropy._THRESHOLD.get()
+        if forking is not None and threshold is not None:
+            entropy = token_entropy.current(config)
+            _append(
+                "forking.jsonl",
+                {
+                    "rank": _rank(),
+                    "mini_batch": len(mini_batches),
+                    "threshold": threshold,
+                    "share": config.forking,
+                    "entropy": entropy[mask.bool()].tolist(),
+                    "forking": forking[mask.bool()].tolist(),
+                },
+            )
+        return forking
+
+    token_entropy.forking_tokens = forking_tokens
+    token_entropy.mini_batch_scope = mini_batch_scope
