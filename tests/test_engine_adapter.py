@@ -155,8 +155,9 @@ def test_workers_without_a_target_keep_no_state(mode, keys, tmp_path):
 
 
 # Global scope with the 80/20 rule, on a mini-batch in verl's engine layout: nested rows of different prompt and
-# response lengths, split into micro-batches by verl's own TensorDict helpers, fixed or shuffled as dynamic
-# batching does.
+# response lengths, split into micro-batches by verl's own prepare_micro_batches (fixed size, or dynamic, which
+# reorders the rows). A stand-in model gives each token an entropy from its id, so the update's own forward and
+# the probe agree, and a row carried into the wrong micro-batch or position shows.
 PROMPT_LENS, RESPONSE_LENS = [2, 3, 2, 4, 3, 2], [4, 1, 5, 3, 5, 2]
 
 
@@ -164,71 +165,96 @@ def nested(rows):
     return torch.nested.nested_tensor(rows, layout=torch.jagged)
 
 
-def engine_mini_batch(seed: int = 0):
-    """(data, full-sequence H_t rows as verl's model output holds them, (batch, response_len) H_t, mask). Cov_old
-    falls as H_t rises (A = ±1 by row, log π_old = ∓H_t − 1), so the top of the covariance is not forking: a
-    selection that ignored the forking mask would pick other tokens."""
+def token_entropy_of(input_ids):
+    """The stand-in model's H_t at every position of every sequence: its next token's id in quarter nats
+    (several tokens tie, some at the threshold), in verl's model-output layout."""
+    return nested([torch.cat([ids[1:], ids[:1]]).float() / 4 for ids in input_ids.unbind()])
+
+
+def engine_mini_batch(split: str, seed: int = 0):
+    """(data, (batch, response_len) H_t, mask). Cov_old falls as H_t rises (A = ±1 by row, log π_old = ∓H_t − 1),
+    so the top of the covariance is not forking: a selection that ignored the forking mask would pick others."""
     g = torch.Generator().manual_seed(seed)
-    lengths = [p + r for p, r in zip(PROMPT_LENS, RESPONSE_LENS, strict=True)]
-    # quarter-nat steps: several tokens tie, some at the threshold
-    full = [torch.randint(0, 12, (n,), generator=g).float() / 4 for n in lengths]
+    sequences = [torch.randint(0, 12, (p + r,), generator=g) for p, r in zip(PROMPT_LENS, RESPONSE_LENS, strict=True)]
+    entropy_rows = token_entropy_of(nested(sequences)).unbind()
     # verl's layout: the entropy of response token t of a row sits at full-sequence position prompt_len - 1 + t
-    responses = [row[p - 1 : p - 1 + r] for row, p, r in zip(full, PROMPT_LENS, RESPONSE_LENS, strict=True)]
+    responses = [row[p - 1 : p - 1 + r] for row, p, r in zip(entropy_rows, PROMPT_LENS, RESPONSE_LENS, strict=True)]
     masks = [torch.rand(r, generator=g) > 0.2 for r in RESPONSE_LENS]
-    signs = [1.0 if i < len(full) // 2 else -1.0 for i in range(len(full))]
+    signs = [1.0 if i < len(sequences) // 2 else -1.0 for i in range(len(sequences))]
     data = TensorDict(
         {
-            "prompts": nested([torch.randint(0, 9, (p,), generator=g) for p in PROMPT_LENS]),
-            "responses": nested([torch.randint(0, 9, (r,), generator=g) for r in RESPONSE_LENS]),
+            "input_ids": nested(sequences),
+            "prompts": nested([ids[:p] for ids, p in zip(sequences, PROMPT_LENS, strict=True)]),
+            "responses": nested([ids[p:] for ids, p in zip(sequences, PROMPT_LENS, strict=True)]),
             "response_mask": nested([m.long() for m in masks]),
             "old_log_probs": nested([-sign * h - 1 for sign, h in zip(signs, responses, strict=True)]),
             "advantages": nested([torch.full_like(h, sign) for sign, h in zip(signs, responses, strict=True)]),
         },
-        batch_size=[len(full)],
+        batch_size=[len(sequences)],
     )
+    sizes = {"fixed": {"use_dynamic_bsz": False, "micro_batch_size_per_gpu": 2}}
+    tu.assign_non_tensor(data, **sizes.get(split, {"use_dynamic_bsz": True, "max_token_len_per_gpu": 9}))
     width = max(RESPONSE_LENS)
-    entropy, mask = torch.zeros(len(full), width), torch.zeros(len(full), width, dtype=torch.bool)
+    entropy, mask = torch.zeros(len(sequences), width), torch.zeros(len(sequences), width, dtype=torch.bool)
     for i, r in enumerate(RESPONSE_LENS):
         entropy[i, :r], mask[i, :r] = responses[i], masks[i]
-    return data, full, entropy, mask
+    return data, entropy, mask
 
 
 class NestedEngine:
-    """verl's engine as the adapter meets it: ``infer_batch`` answers the probe; ``train_batch`` splits the
-    mini-batch into micro-batches of ``split`` rows and calls the loss on each."""
+    """verl's engine as the adapter meets it: ``infer_batch`` answers the probe from the stand-in model;
+    ``train_batch`` splits the mini-batch with verl's ``prepare_micro_batches`` and calls the loss on each
+    micro-batch, recording per row what the loss saw."""
 
-    def __init__(self, full_entropy, split):
-        self.full_entropy, self.split, self.probes, self.seen = full_entropy, split, [], {}
+    def __init__(self):
+        self.module = torch.nn.Linear(1, 1)  # trained in train mode; the probe should switch it to eval
+        self.probes, self.seen, self.micro_batches = [], {}, 0
 
     def get_data_parallel_group(self):
         return None
 
     def infer_batch(self, data, loss_function=None):
-        self.probes.append(tu.get_non_tensor_data(data, "calculate_entropy", False))
-        return {"model_output": {"entropy": nested(self.full_entropy)}}
+        flags = ("calculate_entropy", *engine_adapter.PROBE_OFF)
+        self.probes.append(({flag: tu.get_non_tensor_data(data, flag, None) for flag in flags}, self.module.training))
+        return {"model_output": {"entropy": token_entropy_of(data["input_ids"])}}
 
     def train_batch(self, data, loss_function):
+        from verl.workers.engine.utils import prepare_micro_batches
+
         assert not tu.get_non_tensor_data(data, "calculate_entropy", False)  # the update forward computes none for us
-        for rows in self.split:
-            micro = tu.index_select_tensor_dict(data, rows)
-            mask = micro["response_mask"].to_padded_tensor(0).bool()
-            seen = loss_function(model_output={"log_probs": None}, data=micro, mask=mask)
+        assert self.module.training
+        micro_batches, indices = prepare_micro_batches(data)
+        rows_of = indices if indices is not None else [range(i * 2, i * 2 + 2) for i in range(len(micro_batches))]
+        for micro, rows in zip(micro_batches, rows_of, strict=True):
+            self.micro_batches += 1
+            seen = loss_function(model_output={"entropy": token_entropy_of(micro["input_ids"])}, data=micro)
             self.seen.update(zip(rows, seen, strict=True))
         return "trained"
 
 
-def forking_and_selection(model_output=None, data=None, dp_group=None, config=None, mask=None):
-    """A loss that reports, per row, its forking tokens and (KL-Cov) the tokens the method selected."""
+def real_loss(model_output=None, data=None, dp_group=None, config=None):
+    """verl-cov's registered loss on the micro-batch, plus, per row, the forking tokens, the tokens the method
+    selected and the update forward's own H_t beside the H_t the loss read (carried from the probe)."""
+    from verl.trainer.ppo.core_algos import get_policy_loss_fn
+    from verl.workers.utils.padding import no_padding_2_padding
+
     cfg = settings(config.policy_loss)
+    padded = data.select("old_log_probs", "advantages", "response_mask").to_padded_tensor()
+    mask = padded["response_mask"].bool()
+    old_log_prob, advantages = padded["old_log_probs"], padded["advantages"]
+    _, metrics = get_policy_loss_fn(cfg.loss_mode)(
+        old_log_prob, old_log_prob + 0.1, advantages, mask, "token-mean", config
+    )
     forking = token_entropy.forking_tokens(cfg, mask)
-    stats = scope.current(cfg)
     selected = torch.zeros_like(forking)
-    if stats is not None:
-        padded = data.select("old_log_probs", "advantages").to_padded_tensor()
-        selected, _ = scope.selected_tokens(
-            cfg.loss_mode, padded["old_log_probs"], padded["advantages"], mask & forking, stats
-        )
-    return list(zip(forking, selected, strict=True))
+    if scope.current(cfg) is not None:
+        selected, _ = scope.selected_tokens(cfg.loss_mode, old_log_prob, advantages, mask & forking, scope.current(cfg))
+    n = int(mask.sum())
+    assert metrics["actor/cov/forking_frac"] * n == pytest.approx(int(forking.sum()))
+    assert metrics.get("actor/cov/selected_frac", 0.0) * n == pytest.approx(int(selected.sum()))
+    own = no_padding_2_padding(model_output["entropy"], data)
+    read = token_entropy.current(cfg)
+    return list(zip(forking, selected, own, read, strict=True))
 
 
 def top_share_reference(entropy, mask, share):
@@ -237,42 +263,43 @@ def top_share_reference(entropy, mask, share):
     return mask & (entropy >= values[math.ceil(share * len(values)) - 1])
 
 
-SPLITS = {"fixed": [[0, 1], [2, 3], [4, 5]], "dynamic": [[5, 2, 0], [1], [4, 3]]}
-
-
-@pytest.mark.parametrize("split", list(SPLITS))
+@pytest.mark.parametrize("split", ["fixed", "dynamic"])
 @pytest.mark.parametrize(
     "mode, keys", [("verl_cov.forking", {}), ("verl_cov.kl_cov", {"forking_share": 0.5, "kl_cov_ratio": 0.2})]
 )
 def test_global_scope_forks_the_top_share_of_the_whole_mini_batch_however_it_is_split(split, mode, keys):
-    data, full, entropy, mask = engine_mini_batch()
+    data, entropy, mask = engine_mini_batch(split)
     config = actor_config(mode, selection_scope="global", **keys)
-    engine = NestedEngine(full, SPLITS[split])
+    engine = NestedEngine()
     train = engine_adapter.with_mini_batch_statistics(NestedEngine.train_batch)
-    assert train(engine, data, functools.partial(forking_and_selection, config=config)) == "trained"
-    assert engine.probes == [True] and "calculate_entropy" not in data.keys()  # the probe asked on a copy
+    assert train(engine, data, functools.partial(real_loss, config=config)) == "trained"
+    # one probe, in eval mode, asking for the entropy and none of distillation's hooks, on a copy of the data
+    assert engine.probes == [({"calculate_entropy": True, **engine_adapter.PROBE_OFF}, False)]
+    assert "calculate_entropy" not in data.keys() and engine.module.training
+    assert engine.micro_batches > 1 and sorted(engine.seen) == list(range(len(RESPONSE_LENS)))
     expected = top_share_reference(entropy, mask, config.policy_loss.forking)
     assert 0 < expected.sum() < mask.sum()
-    for row, (forking, selected) in engine.seen.items():
+    selected = torch.zeros_like(mask)
+    for row, (forking, chosen, own, read) in engine.seen.items():
         r = RESPONSE_LENS[row]
+        assert torch.equal(read[:r], own[:r]), row  # each row read the H_t of its own tokens
         assert forking[:r].tolist() == expected[row, :r].tolist(), row
-        assert not (selected & ~forking).any(), row  # the method selects among the forking tokens only
+        selected[row, :r] = chosen[:r]
     if mode == "verl_cov.kl_cov":  # the top k·N of the forking tokens by Cov_old, N and the means over all tokens
         padded = data.select("old_log_probs", "advantages").to_padded_tensor()
         log_prob, advantage = padded["old_log_probs"], padded["advantages"]
         cov = (log_prob - log_prob[mask].mean()) * (advantage - advantage[mask].mean())
-        selected = torch.zeros_like(mask)
-        for row, (_, chosen) in engine.seen.items():
-            selected[row, : RESPONSE_LENS[row]] = chosen[: RESPONSE_LENS[row]]
+        assert not (selected & ~expected).any()
         assert int(selected.sum()) >= math.floor(0.2 * int(mask.sum())) > 0
         assert cov[selected].min() >= cov[expected & ~selected].max()
 
 
 def test_global_forking_needs_the_entropy_on_every_rank():
-    data, full, _, _ = engine_mini_batch()
-    engine = NestedEngine(full, SPLITS["fixed"])
-    engine.infer_batch = lambda data, loss_function=None: None  # a pipeline stage without outputs
+    data, _, _ = engine_mini_batch("fixed")
+    engine = NestedEngine()
+    engine.infer_batch = lambda data, loss_function=None: {}  # a pipeline stage without outputs
     config = actor_config("verl_cov.forking", selection_scope="global")
     train = engine_adapter.with_mini_batch_statistics(NestedEngine.train_batch)
     with pytest.raises(RuntimeError, match=r"selection_scope='global' with the 80/20 rule needs the per-token entropy"):
-        train(engine, data, functools.partial(forking_and_selection, config=config))
+        train(engine, data, functools.partial(real_loss, config=config))
+    assert engine.module.training and engine.micro_batches == 0

@@ -31,14 +31,16 @@ import importlib.machinery
 import json
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import torch
 import torch.distributed as dist
 
 from verl_cov import controller, scope, token_entropy
+from verl_cov.collective import all_reduce_sum, collective_device
 from verl_cov.compat import HAS_ENGINE_TRAIN_BATCH
 from verl_cov.config import KEY_PREFIX, SELECTING_MODES, settings, settings_for
 
@@ -87,23 +89,53 @@ def worker_loss_function(worker: Any) -> Callable | None:
 
 
 ENTROPY_FIELD = "verl_cov_token_entropy"  # the mini-batch's H_t, carried with its rows into each micro-batch
+# What the probe must not inherit from the update's mini-batch: distillation's hooks (they call the loss
+# function, which the probe has none of) and extra outputs it does not need.
+PROBE_OFF = {"distillation_use_topk": False, "distillation_only": False, "calculate_sum_pi_squared": False}
+
+
+def model_modules(engine: Any) -> list:
+    """The torch modules verl's engine trains: FSDP's and VeOmni's one module, Megatron's list of chunks."""
+    module = getattr(engine, "module", None)
+    if module is None:
+        return []
+    return list(module) if isinstance(module, list | tuple) else [module]
+
+
+@contextlib.contextmanager
+def evaluating(engine: Any) -> Iterator[None]:
+    """The engine's modules in eval mode for the probe, then back in their own mode: no dropout, and no
+    train-mode hook (verl's activation offload counts train-mode forwards and expects a backward for each)."""
+    modules = model_modules(engine)
+    training = [module.training for module in modules]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for module, mode in zip(modules, training, strict=True):
+            module.train(mode)
 
 
 def probe_entropy(engine: Any, data: Any) -> Any:
     """π_θ's H_t at every token of the mini-batch, in the layout of verl's model output (nested, one row per
-    sequence), from one forward without gradient: the engine's own ``infer_batch`` on a shallow copy of
-    ``data`` with ``calculate_entropy``, split into micro-batches as the update will be. Every rank calls it."""
+    sequence), from one forward without gradient in eval mode: the engine's own ``infer_batch`` on a shallow
+    copy of ``data`` with ``calculate_entropy``. Every data-parallel rank calls it; if any rank gets no
+    entropy (an engine whose outputs live on one pipeline stage), every rank raises, so none waits in a
+    collective the others never reach."""
     from verl.utils import tensordict_utils
 
     probe = data.copy()
-    tensordict_utils.assign_non_tensor(probe, calculate_entropy=True)
-    output = engine.infer_batch(probe)
+    tensordict_utils.assign_non_tensor(probe, calculate_entropy=True, **PROBE_OFF)
+    with evaluating(engine):
+        output = engine.infer_batch(probe)
     entropy = (output or {}).get("model_output", {}).get("entropy")
-    if entropy is None:
+    missing = torch.tensor([float(entropy is None)], device=collective_device(None))
+    if all_reduce_sum(missing, None).item() > 0:
         raise RuntimeError(
             f"{KEY_PREFIX}.selection_scope='global' with the 80/20 rule needs the per-token entropy on every "
-            f"data-parallel rank, and {type(engine).__name__}.infer_batch returned none on this one (an engine "
-            "whose outputs live on one pipeline stage); use selection_scope=micro_batch"
+            f"rank, and {type(engine).__name__}.infer_batch returned none on some (an engine whose outputs live "
+            "on one pipeline stage, or on one rank of a context-parallel group); use selection_scope=micro_batch"
         )
     return entropy
 
@@ -123,7 +155,7 @@ def passing_carried_entropy(loss_function: Callable) -> Callable:
     def loss(*args, **kwargs):
         data = kwargs.get("data")
         if data is None or ENTROPY_FIELD not in data.keys():
-            return loss_function(*args, **kwargs)  # not a policy-loss call (verl's distillation hook)
+            return loss_function(*args, **kwargs)  # a call on data that is not the mini-batch's
         with token_entropy.active(padded_entropy({"entropy": data[ENTROPY_FIELD]}, data)):
             return loss_function(*args, **kwargs)
 
@@ -194,7 +226,7 @@ def _with_mini_batch_forking(train_batch: Callable, engine: Any, data: Any, loss
     threshold = token_entropy.mini_batch_threshold(entropy, mask, settings(policy_loss).forking, group)
     statistics = contextlib.nullcontext()
     if scope.wanted(policy_loss):
-        forking = token_entropy.at_or_above(entropy, mask, threshold)
+        forking = token_entropy.at_or_above(entropy.to(mask.device), mask, threshold)
         statistics = scope.active(
             scope.mini_batch_statistics(
                 policy_loss, padded["old_log_probs"], padded["advantages"], mask, group=group, forking=forking

@@ -11,12 +11,12 @@ computes π_old's entropy too, but the trainer drops it before the update.
 
 Where the quantile is taken (``selection_scope``): over each micro-batch, or (``global``) over the whole
 mini-batch on all data-parallel ranks. verl steps the optimizer once per mini-batch, so every micro-batch's
-update forward sees the same π_θ, and the H_t of all the mini-batch's tokens is known before its first
-micro-batch from one forward without gradient (the engine adapter runs it, about a third of the update's
-compute). ``mini_batch_threshold`` then finds the ⌈ρ·N⌉-th largest H_t of the N valid tokens on all ranks
-with the histogram collectives of ``verl_cov.collective``, no token gathered; each micro-batch keeps its
-tokens at or above it, reading the H_t of that same forward, so the forking set is exact and the same
-however the mini-batch is split.
+update forward sees the same parameters, and π_θ's H_t at all the mini-batch's tokens is known before its
+first micro-batch from one forward without gradient, in eval mode (the engine adapter runs it).
+``mini_batch_threshold`` then finds the ⌈ρ·N⌉-th largest H_t of the N valid tokens on all ranks with the
+histogram collectives of ``verl_cov.collective``, no token gathered; each micro-batch keeps its tokens at or
+above it, reading the H_t of that same forward, so the forking set is exact and the same however the
+mini-batch is split.
 """
 
 from __future__ import annotations
@@ -55,9 +55,9 @@ def current(config: CovPolicyLossConfig) -> torch.Tensor:
     if entropy is None:
         key = "loss_mode" if config.loss_mode == FORKING else "forking_share"
         raise RuntimeError(
-            f"{KEY_PREFIX}.{key}={getattr(config, key)!r} needs the per-token entropy of verl's update forward, "
-            "which verl-cov passes through verl's engine train_batch (verl >= 0.8) or "
-            "verl_cov.token_entropy.active(...); none is active"
+            f"{KEY_PREFIX}.{key}={getattr(config, key)!r} needs the per-token entropy of π_θ, which verl-cov "
+            "passes through verl's engine train_batch (verl >= 0.8) or verl_cov.token_entropy.active(...); "
+            "none is active"
         )
     return entropy
 

@@ -362,7 +362,8 @@ def test_a_resumed_run_continues_the_targets_schedule_and_integral(global_run, t
 
 
 # KL-Cov among the 80/20 rule's forking tokens, both over the whole mini-batch of 2 workers: the forking threshold
-# from one forward without gradient before the micro-batches (H_t of pi_theta), the KL-Cov threshold among them.
+# from one forward without gradient before the micro-batches (H_t of pi_theta), the KL-Cov threshold among them;
+# dynamic batch sizes, so verl reorders the rows into micro-batches of at most 24 tokens.
 FORKING_GLOBAL_STEPS = 2
 FORKING_GLOBAL = [
     TARGET,
@@ -370,7 +371,8 @@ FORKING_GLOBAL = [
     f"{PL}.kl_cov_ratio=0.2",
     f"+{PL}.forking_share=0.5",
     f"+{PL}.selection_scope=global",
-    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+    "actor_rollout_ref.actor.use_dynamic_bsz=True",
+    "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=24",
 ]
 
 
@@ -404,6 +406,8 @@ def test_global_forking_tokens_are_the_top_share_of_the_whole_mini_batch(global_
     for number, parts in mini_batches.items():
         assert {part["rank"] for part in parts} == {0, 1} and len({part["threshold"] for part in parts}) == 1
         tokens = [(h, forking) for part in parts for h, forking in zip(part["entropy"], part["forking"], strict=True)]
+        # the micro-batches of both ranks cover the mini-batch's valid tokens once
+        assert len(tokens) == sum({part["rank"]: part["rank_valid_tokens"] for part in parts}.values()), number
         ranked = sorted((h for h, _ in tokens), reverse=True)
         kth = ranked[math.ceil(0.5 * len(ranked)) - 1]
         assert [forking for _, forking in tokens] == [h >= kth for h, _ in tokens], number

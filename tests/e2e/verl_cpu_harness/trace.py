@@ -7,8 +7,8 @@ names a folder (every verl process appends to its files there):
   the rank, the mini-batch's key and threshold, and every valid token's score and whether it was selected,
   so a test can check that all data-parallel ranks made one selection;
 - ``forking.jsonl``: each time a micro-batch's loss takes the 80/20 rule's forking tokens over the whole
-  mini-batch (``selection_scope=global``), the rank, the mini-batch's number on that rank and its threshold,
-  and every valid token's H_t and whether it is a forking token.
+  mini-batch (``selection_scope=global``), the rank, the mini-batch's number on that rank, its threshold and
+  the rank's count of valid tokens in it, and every valid token's H_t and whether it is a forking token.
 """
 
 from __future__ import annotations
@@ -71,13 +71,14 @@ def record_global_forking() -> None:
     if not FOLDER:
         return
     from verl_cov import token_entropy
+    from verl_cov.covariance import finite_tokens
 
-    original, original_scope = token_entropy.forking_tokens, token_entropy.mini_batch_scope
-    mini_batches = []  # one entry per mini-batch this rank trained (ranks train the same mini-batches in order)
+    original, original_threshold = token_entropy.forking_tokens, token_entropy.mini_batch_threshold
+    valid_tokens = []  # per mini-batch this rank trained (ranks train the same mini-batches in order): its N
 
-    def mini_batch_scope(threshold):
-        mini_batches.append(threshold)
-        return original_scope(threshold)
+    def mini_batch_threshold(entropy, mask, share, group=None):
+        valid_tokens.append(int(finite_tokens(mask.bool(), entropy).sum()))
+        return original_threshold(entropy, mask, share, group)
 
     def forking_tokens(config, mask):
         forking = original(config, mask)
@@ -88,7 +89,8 @@ def record_global_forking() -> None:
                 "forking.jsonl",
                 {
                     "rank": _rank(),
-                    "mini_batch": len(mini_batches),
+                    "mini_batch": len(valid_tokens),
+                    "rank_valid_tokens": valid_tokens[-1],
                     "threshold": threshold,
                     "share": config.forking,
                     "entropy": entropy[mask.bool()].tolist(),
@@ -98,4 +100,4 @@ def record_global_forking() -> None:
         return forking
 
     token_entropy.forking_tokens = forking_tokens
-    token_entropy.mini_batch_scope = mini_batch_scope
+    token_entropy.mini_batch_threshold = mini_batch_threshold
