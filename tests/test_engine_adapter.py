@@ -265,7 +265,12 @@ def top_share_reference(entropy, mask, share):
 
 @pytest.mark.parametrize("split", ["fixed", "dynamic"])
 @pytest.mark.parametrize(
-    "mode, keys", [("verl_cov.forking", {}), ("verl_cov.kl_cov", {"forking_share": 0.5, "kl_cov_ratio": 0.2})]
+    "mode, keys",
+    [
+        ("verl_cov.forking", {}),
+        ("verl_cov.kl_cov", {"forking_share": 0.5, "kl_cov_ratio": 0.2}),
+        ("verl_cov.clip_cov", {"forking_share": 0.5, "clip_cov_ratio": 0.2, "clip_cov_lb": -5.0, "clip_cov_ub": 5.0}),
+    ],
 )
 def test_global_scope_forks_the_top_share_of_the_whole_mini_batch_however_it_is_split(split, mode, keys):
     data, entropy, mask = engine_mini_batch(split)
@@ -285,12 +290,13 @@ def test_global_scope_forks_the_top_share_of_the_whole_mini_batch_however_it_is_
         assert torch.equal(read[:r], own[:r]), row  # each row read the H_t of its own tokens
         assert forking[:r].tolist() == expected[row, :r].tolist(), row
         selected[row, :r] = chosen[:r]
-    if mode == "verl_cov.kl_cov":  # the top k·N of the forking tokens by Cov_old, N and the means over all tokens
+    if mode != "verl_cov.forking":  # the method's count, r·N or k·N of all N tokens, among the forking tokens
+        assert not (selected & ~expected).any()
+        assert int(selected.sum()) >= math.floor(0.2 * int(mask.sum())) > 0
+    if mode == "verl_cov.kl_cov":  # the top of the forking tokens by Cov_old, the means over all tokens
         padded = data.select("old_log_probs", "advantages").to_padded_tensor()
         log_prob, advantage = padded["old_log_probs"], padded["advantages"]
         cov = (log_prob - log_prob[mask].mean()) * (advantage - advantage[mask].mean())
-        assert not (selected & ~expected).any()
-        assert int(selected.sum()) >= math.floor(0.2 * int(mask.sum())) > 0
         assert cov[selected].min() >= cov[expected & ~selected].max()
 
 
