@@ -190,50 +190,48 @@ def with_mini_batch_statistics(train_batch: Callable) -> Callable:
     @functools.wraps(train_batch)
     def wrapped(self, data, loss_function, *args, **kwargs):
         policy_loss = policy_loss_config(loss_function)
-        if token_entropy.wanted_over_mini_batch(policy_loss) and all(field in data.keys() for field in FIELDS):
-            return _with_mini_batch_forking(train_batch, self, data, loss_function, *args, **kwargs)
-        if token_entropy.wanted(policy_loss):
+        has_fields = all(field in data.keys() for field in FIELDS)
+        over_mini_batch = has_fields and token_entropy.wanted_over_mini_batch(policy_loss)
+        if token_entropy.wanted(policy_loss) and not over_mini_batch:
             request_entropy(data)
             bonus = loss_config(loss_function).entropy_coeff
             loss_function = passing_token_entropy(loss_function, keeps_entropy_gradient=bonus != 0)
-        if not scope.wanted(policy_loss) or not all(field in data.keys() for field in FIELDS):
+        if not (over_mini_batch or (has_fields and scope.wanted(policy_loss))):
             return train_batch(self, data, loss_function, *args, **kwargs)
-        padded = padded_fields(data)
-        statistics = scope.mini_batch_statistics(
-            policy_loss,
-            padded["old_log_probs"],
-            padded["advantages"],
-            padded["response_mask"],
-            group=data_parallel_group(self),
-        )
-        with scope.active(statistics):
+        group, padded = data_parallel_group(self), padded_fields(data)
+        with contextlib.ExitStack() as contexts:
+            forking = None
+            if over_mini_batch:
+                share = settings(policy_loss).forking
+                data, threshold, forking = _forking_over_mini_batch(self, data, padded["response_mask"], share, group)
+                contexts.enter_context(token_entropy.mini_batch_scope(threshold))
+                loss_function = passing_carried_entropy(loss_function)
+            if scope.wanted(policy_loss):
+                statistics = scope.mini_batch_statistics(
+                    policy_loss,
+                    padded["old_log_probs"],
+                    padded["advantages"],
+                    padded["response_mask"],
+                    group=group,
+                    forking=forking,
+                )
+                contexts.enter_context(scope.active(statistics))
             return train_batch(self, data, loss_function, *args, **kwargs)
 
     return wrapped
 
 
-def _with_mini_batch_forking(train_batch: Callable, engine: Any, data: Any, loss_function: Callable, *args, **kwargs):
-    """Global scope with the 80/20 rule: the mini-batch's H_t from ``probe_entropy``, its forking threshold
-    over all ranks, the covariance method's statistics among the forking tokens, then verl's update with each
-    micro-batch reading the H_t of its rows (verl's update forward computes no entropy for it)."""
-    policy_loss = policy_loss_config(loss_function)
-    group = data_parallel_group(engine)
+def _forking_over_mini_batch(engine: Any, data: Any, response_mask: Any, share: float, group: Any) -> tuple:
+    """Global scope with the 80/20 rule: the mini-batch's H_t from ``probe_entropy`` and its forking threshold
+    over all ranks; returns (``data`` carrying the H_t of each row into its micro-batch, the threshold, the
+    mini-batch's forking tokens as a (batch, response_len) mask). verl's update forward then computes no
+    entropy for verl-cov."""
     entropy = probe_entropy(engine, data)
     data = carrying_entropy(data, entropy)
-    padded = padded_fields(data)
-    mask = padded["response_mask"].bool()
-    entropy = padded_entropy({"entropy": entropy}, data)[:, : mask.shape[1]]
-    threshold = token_entropy.mini_batch_threshold(entropy, mask, settings(policy_loss).forking, group)
-    statistics = contextlib.nullcontext()
-    if scope.wanted(policy_loss):
-        forking = token_entropy.at_or_above(entropy.to(mask.device), mask, threshold)
-        statistics = scope.active(
-            scope.mini_batch_statistics(
-                policy_loss, padded["old_log_probs"], padded["advantages"], mask, group=group, forking=forking
-            )
-        )
-    with token_entropy.mini_batch_scope(threshold), statistics:
-        return train_batch(engine, data, passing_carried_entropy(loss_function), *args, **kwargs)
+    mask = response_mask.bool()
+    entropy = padded_entropy({"entropy": entropy}, data)[:, : mask.shape[1]].to(mask.device)
+    threshold = token_entropy.mini_batch_threshold(entropy, mask, share, group)
+    return data, threshold, token_entropy.at_or_above(entropy, mask, threshold)
 
 
 def _targets(worker: Any) -> bool:
