@@ -239,6 +239,22 @@ def scheduled_target(step: int) -> float:
     return 3.0 + (2.95 - 3.0) * (step - 1) / (GLOBAL_STEPS - 1)
 
 
+def per_mini_batch(records: list[dict], key: str) -> dict[int, list[dict]]:
+    """Trace records grouped by their mini-batch (``key``), each mini-batch recorded on both ranks with one
+    threshold."""
+    mini_batches: dict[int, list[dict]] = {}
+    for record in records:
+        mini_batches.setdefault(record[key], []).append(record)
+    for name, parts in mini_batches.items():
+        assert {part["rank"] for part in parts} == {0, 1} and len({part["threshold"] for part in parts}) == 1, name
+    return mini_batches
+
+
+def joined(parts: list[dict], values: str, flags: str) -> list[tuple[float, bool]]:
+    """(value, flag) of every token the records of one mini-batch list, both ranks together."""
+    return [(value, flag) for part in parts for value, flag in zip(part[values], part[flags], strict=True)]
+
+
 @pytest.fixture(scope="module")
 def global_run(tmp_path_factory):
     """KL-Cov with selection_scope=global and a scheduled entropy target with an integral term, on 2
@@ -280,16 +296,11 @@ def test_both_ranks_select_the_same_tokens(global_run):
     and the tokens selected on either rank are exactly the top of the whole mini-batch by score."""
     records = global_run.trace("selection.jsonl")
     assert records, "the engine hook never ran in the workers"
-    mini_batches: dict[int, list[dict]] = {}
-    for record in records:
-        mini_batches.setdefault(record["salt"], []).append(record)
+    mini_batches = per_mini_batch(records, "salt")
     assert len(mini_batches) == GLOBAL_STEPS * 2  # 2 mini-batches per step
     for salt, parts in mini_batches.items():
-        assert {part["rank"] for part in parts} == {0, 1}, salt
-        assert len({part["threshold"] for part in parts}) == 1 and len({part["n_valid"] for part in parts}) == 1
-        tokens = [
-            (score, chosen) for part in parts for score, chosen in zip(part["score"], part["selected"], strict=True)
-        ]
+        assert len({part["n_valid"] for part in parts}) == 1, salt
+        tokens = joined(parts, "score", "selected")
         assert len(tokens) == parts[0]["n_valid"]  # the micro-batches of both ranks cover the mini-batch once
         chosen = sorted(score for score, selected in tokens if selected)
         others = [score for score, selected in tokens if not selected]
@@ -399,13 +410,10 @@ def test_global_forking_tokens_are_the_top_share_of_the_whole_mini_batch(global_
     assert sorted(steps) == list(range(1, FORKING_GLOBAL_STEPS + 1))
     for step, data in steps.items():
         assert 0 < data["actor/cov/selected_frac"] <= data["actor/cov/forking_frac"] < 1, step
-    mini_batches: dict[int, list[dict]] = {}
-    for record in run.trace("forking.jsonl"):
-        mini_batches.setdefault(record["mini_batch"], []).append(record)
+    mini_batches = per_mini_batch(run.trace("forking.jsonl"), "mini_batch")
     assert sorted(mini_batches) == list(range(1, FORKING_GLOBAL_STEPS * 2 + 1))  # 2 mini-batches per step
     for number, parts in mini_batches.items():
-        assert {part["rank"] for part in parts} == {0, 1} and len({part["threshold"] for part in parts}) == 1
-        tokens = [(h, forking) for part in parts for h, forking in zip(part["entropy"], part["forking"], strict=True)]
+        tokens = joined(parts, "entropy", "forking")
         # the micro-batches of both ranks cover the mini-batch's valid tokens once
         assert len(tokens) == sum({part["rank"]: part["rank_valid_tokens"] for part in parts}.values()), number
         ranked = sorted((h for h, _ in tokens), reverse=True)
@@ -413,13 +421,10 @@ def test_global_forking_tokens_are_the_top_share_of_the_whole_mini_batch(global_
         assert [forking for _, forking in tokens] == [h >= kth for h, _ in tokens], number
     # KL-Cov's candidates are the forking tokens (the trace's "score" lists the eligible ones): the top k·N by
     # Cov_old among them, N all the valid tokens, over both ranks
-    selections: dict[int, list[dict]] = {}
-    for record in run.trace("selection.jsonl"):
-        selections.setdefault(record["salt"], []).append(record)
+    selections = per_mini_batch(run.trace("selection.jsonl"), "salt")
     assert len(selections) == FORKING_GLOBAL_STEPS * 2
     for salt, parts in selections.items():
-        assert {part["rank"] for part in parts} == {0, 1} and len({part["threshold"] for part in parts}) == 1, salt
-        tokens = [(c, chosen) for part in parts for c, chosen in zip(part["score"], part["selected"], strict=True)]
+        tokens = joined(parts, "score", "selected")
         assert len(tokens) < parts[0]["n_valid"]  # the forking tokens only
         chosen = [c for c, selected in tokens if selected]
         assert len(chosen) >= min(len(tokens), math.floor(0.2 * parts[0]["n_valid"])) > 0, salt
