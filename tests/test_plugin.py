@@ -1,8 +1,11 @@
 """Loading: verl's entry-point discovery, the external_lib fallback, Ray workers, visible failures."""
 
+import ast
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from packaging.version import Version
@@ -10,7 +13,8 @@ from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
 from verl_support import HAS_ENTRY_POINTS, VERL
 
 from verl_cov import plugin
-from verl_cov.compat import check_version, register_once
+from verl_cov.compat import check_version
+from verl_cov.plugin import register_once
 
 OUR_MODES = ["verl_cov.clip_cov", "verl_cov.forking", "verl_cov.kl_cov", "verl_cov.vanilla"]
 LIST_OUR_MODES = (
@@ -39,6 +43,123 @@ def test_plain_import_verl_registers_both_modes():
     result = run_python("import verl; " + LIST_OUR_MODES)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(sorted(["clip_cov", "kl_cov", "vanilla", *OUR_MODES]))
+
+
+# A user's script or test that imports one verl-cov module before verl: on verl >= 0.9 that import runs verl's
+# entry point, hence the plugin, while the module is half-imported. Then a verl config check and one loss call,
+# as a driver and a worker do, and whether verl's engine got wrapped once it was imported.
+IMPORT_FIRST = """
+import json, sys
+{first}
+from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, get_policy_loss_fn
+from verl.utils.config import omega_conf_to_dataclass
+sys.path.insert(0, {tests!r})
+from conftest import actor_config, random_batch
+{external_lib}
+omega_conf_to_dataclass({{"_target_": "verl_cov.config.CovPolicyLossConfig", "loss_mode": "verl_cov.kl_cov"}})
+loss, _ = get_policy_loss_fn("verl_cov.kl_cov")(*random_batch(), "token-mean", actor_config(kl_cov_ratio=0.1))
+wrapped = None
+if {engine}:
+    from verl.workers.engine.base import BaseEngine
+    wrapped = getattr(BaseEngine.train_batch, "__verl_cov_wrapped__", False)
+modes = sorted(name for name in POLICY_LOSS_REGISTRY if name.startswith("verl_cov."))
+print(json.dumps({{"modes": modes, "finite": bool(loss.isfinite()), "wrapped": wrapped}}))
+"""
+PACKAGE = Path(plugin.__file__).parent
+FIRST_IMPORTS = [
+    "import verl",
+    *(f"import verl_cov.{path.stem}" for path in sorted(PACKAGE.glob("[!_]*.py"))),
+    "import verl_cov.study.rl",  # the study: it imports the plugin itself, from inside its own import
+]
+
+
+def import_first(first: str, environment: dict[str, str]) -> subprocess.Popen:
+    fallback = "" if HAS_ENTRY_POINTS and environment.get("VERL_USE_EXTERNAL_PLUGINS") != "none" else EXTERNAL_LIB
+    code = IMPORT_FIRST.format(
+        first=first, tests=str(Path(__file__).parent), external_lib=fallback, engine=VERL >= Version("0.8")
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **environment},
+    )
+
+
+@pytest.mark.parametrize(
+    "environment, firsts",
+    [
+        ({}, FIRST_IMPORTS),  # verl >= 0.9: the entry point; older verl: external_lib
+        ({"VERL_USE_EXTERNAL_PLUGINS": "verl_cov"}, ["import verl_cov.config", "import verl_cov.losses"]),
+        ({"VERL_USE_EXTERNAL_PLUGINS": "none"}, ["import verl_cov.config", "import verl_cov.losses"]),
+    ],
+    ids=["every_module", "entry_point_named", "external_lib"],
+)
+def test_every_import_order_registers_the_modes_and_wraps_the_engine(environment, firsts):
+    """Whichever verl-cov module a process imports first: the modes are registered without a warning, the
+    config check passes, a loss runs, verl's engine is wrapped (verl >= 0.8)."""
+    if environment and not HAS_ENTRY_POINTS:
+        pytest.skip("verl < 0.9 reads no VERL_USE_EXTERNAL_PLUGINS: the first case covers external_lib")
+    for start in range(0, len(firsts), 2):  # two processes at a time: each imports verl and torch
+        processes = {first: import_first(first, environment) for first in firsts[start : start + 2]}
+        for first, process in processes.items():
+            stdout, stderr = process.communicate(timeout=300)
+            assert process.returncode == 0, f"{first}: {stderr}"
+            assert "verl-cov: could not register" not in stderr, f"{first}: {stderr}"
+            outcome = json.loads(stdout.strip().splitlines()[-1])
+            assert outcome["modes"] == OUR_MODES and outcome["finite"], first
+            assert outcome["wrapped"] is (True if VERL >= Version("0.8") else None), first
+
+
+def test_the_plugin_imports_only_leaf_names_at_module_level():
+    """What lets verl import the plugin from inside a half-imported verl-cov module: at module level it imports
+    nothing of verl-cov but ``verl_cov.names``, which imports nothing."""
+    tree = ast.parse(Path(plugin.__file__).read_text())
+    ours = {
+        node.module
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("verl_cov")
+    }
+    ours |= {alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names} & {
+        f"verl_cov.{path.stem}" for path in PACKAGE.glob("*.py")
+    }
+    assert ours == {"verl_cov.names"}
+    names = ast.parse((PACKAGE / "names.py").read_text())
+    assert not [node for node in ast.walk(names) if isinstance(node, (ast.Import, ast.ImportFrom))]
+
+
+@pytest.mark.skipif(not HAS_ENTRY_POINTS, reason="verl < 0.9 has no verl.plugins entry points")
+def test_a_module_that_fails_to_import_still_warns():
+    """Where no verl-cov module is half-imported, the plugin imports the losses first: a module that fails to
+    import is reported, and nothing is registered."""
+    code = "import sys; sys.modules['verl_cov.scope'] = None; import verl; " + LIST_OUR_MODES
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert "verl-cov: could not register" in result.stderr and "verl_cov.scope" in result.stderr
+    assert "verl_cov.kl_cov" not in result.stdout
+
+
+def test_a_registered_mode_pickles_as_its_loss_function():
+    import pickle
+
+    from verl_cov import losses
+
+    for name, function in plugin.LOSSES.items():
+        assert pickle.loads(pickle.dumps(POLICY_LOSS_REGISTRY[name])) is getattr(losses, function)
+
+
+@pytest.mark.skipif(VERL < Version("0.8"), reason="verl < 0.8 has no engine train_batch")
+def test_a_failed_wrap_warns_and_leaves_verls_engine_importable():
+    code = (
+        "import sys, verl, verl_cov.plugin; sys.modules['verl_cov.engine_adapter'] = None; "
+        "from verl.workers.engine.base import BaseEngine; "
+        "print(getattr(BaseEngine.train_batch, '__verl_cov_wrapped__', False))"
+    )
+    result = run_python(code, VERL_USE_EXTERNAL_PLUGINS="none")
+    assert result.returncode == 0, result.stderr
+    assert "verl-cov: could not wrap verl's verl.workers.engine.base" in result.stderr
+    assert result.stdout.split()[-1] == "False"
 
 
 def test_external_lib_fallback_registers_when_entry_points_are_off():

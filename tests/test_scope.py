@@ -202,11 +202,11 @@ def test_a_resumed_process_selects_what_the_running_one_does():
 def test_the_plugin_wraps_verl_engine_train_batch_once():
     from verl.workers.engine.base import BaseEngine
 
-    from verl_cov import engine_adapter
+    from verl_cov import plugin
 
     wrapped = BaseEngine.train_batch
     assert getattr(wrapped, "__verl_cov_wrapped__", False)
-    engine_adapter.install()
+    plugin.install_engine_wraps()
     assert BaseEngine.train_batch is wrapped  # idempotent
 
 

@@ -1,4 +1,5 @@
-"""The one module that touches verl's API: version rule, registry, config base class, aggregation.
+"""verl's API as verl-cov uses it: version rule, registry lookup, config base class, aggregation (the plugin
+adds the modes to the registry itself: verl may import it while this module is half-imported).
 
 Up to 0.7.1 verl's FSDP actor calls the policy loss from ``workers/actor/dp_actor.py``; from 0.8.0 from
 ``workers/utils/losses.py::ppo_loss``. Both call it with the same signature, so the only differences
@@ -17,6 +18,8 @@ import torch
 import verl
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
+
+from verl_cov.names import ENGINE_WORKERS_SINCE
 
 # The one verl rule, also the requirement in pyproject.toml (a test keeps them equal): pip never
 # replaces a newer verl the user installed, and the import refuses only what cannot work.
@@ -47,7 +50,6 @@ __all__ = [
     "PolicyLossConfig",
     "aggregate",
     "plugin_loading_hint",
-    "register_once",
     "registered_policy_losses",
     "vanilla_policy_loss",
 ]
@@ -57,7 +59,7 @@ AGG_LOSS_TAKES_GLOBAL_BATCH = "batch_num_tokens" in inspect.signature(agg_loss).
 
 # verl >= 0.8 trains through engine workers: one BaseEngine.train_batch call per mini-batch and rank,
 # which ``verl_cov.engine_adapter`` wraps.
-HAS_ENGINE_TRAIN_BATCH = VERL >= Version("0.8")
+HAS_ENGINE_TRAIN_BATCH = VERL >= Version(ENGINE_WORKERS_SINCE)
 
 # verl >= 0.9 imports every installed ``verl.plugins`` entry point on ``import verl``, in every process.
 HAS_ENTRY_POINTS = VERL >= Version("0.9")
@@ -82,17 +84,6 @@ def plugin_loading_hint() -> str | None:
     else:
         cause = "verl could not import its verl.plugins entry point (see the warning above)"
     return f"verl-cov's plugin did not load ({cause}). Add verl_cov to that list, or set {EXTERNAL_LIB}."
-
-
-def register_once(name: str, loss_fn: Callable) -> None:
-    """Add ``loss_fn`` to verl's policy-loss registry under ``name``; idempotent.
-
-    Refuses to replace a different function already registered under ``name``, so verl's own
-    modes (and anyone else's) are never overwritten.
-    """
-    registered = POLICY_LOSS_REGISTRY.setdefault(name, loss_fn)
-    if (registered.__module__, registered.__qualname__) != (loss_fn.__module__, loss_fn.__qualname__):
-        raise RuntimeError(f"verl-cov: policy loss {name!r} is already registered by {registered.__module__}")
 
 
 def vanilla_policy_loss() -> Callable:

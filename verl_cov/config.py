@@ -6,7 +6,7 @@ check, so a bad value, an unknown or unloaded loss mode, or a verl-cov key that 
 ignore stops the launch before Ray starts or a model loads. A plain verl ``PolicyLossConfig`` works too:
 ``settings`` fills the keys it lacks with the defaults below and checks it on first use.
 
-A leaf module: it imports nothing of verl-cov but the verl adapter, and installs nothing.
+A leaf module: it imports nothing of verl-cov but the verl adapter and the modes' names, and installs nothing.
 """
 
 from __future__ import annotations
@@ -18,13 +18,9 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from verl_cov.compat import HAS_ENGINE_TRAIN_BATCH, PolicyLossConfig, plugin_loading_hint, registered_policy_losses
+from verl_cov.names import CLIP_COV, FORKING, KL_COV, MODES, VANILLA
 
 KEY_PREFIX = "actor_rollout_ref.actor.policy_loss"
-CLIP_COV = "verl_cov.clip_cov"
-KL_COV = "verl_cov.kl_cov"
-FORKING = "verl_cov.forking"
-VANILLA = "verl_cov.vanilla"
-MODES = (CLIP_COV, KL_COV, FORKING, VANILLA)
 SELECTING_MODES = (CLIP_COV, KL_COV)  # the covariance methods: a share of tokens selected by Cov
 MICRO_BATCH, GLOBAL = "micro_batch", "global"
 SCOPES = (MICRO_BATCH, GLOBAL)

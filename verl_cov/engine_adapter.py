@@ -1,7 +1,9 @@
 """verl's engine adapter: runs each mini-batch of verl's engine workers inside ``verl_cov.scope.mini_batch``
-(verl >= 0.8). With ``compat.py`` (versions, registry, aggregation) it is one of the two modules that touch
-verl's internals; the engine details it relies on are the accessors below and ``WRAPS`` (the methods
-it wraps), so a verl change to the engine or its workers touches them and nothing else.
+(verl >= 0.8). With ``compat.py`` (versions, registry, aggregation) and ``plugin.py`` (registration) it is one
+of the modules that touch verl's internals; the engine details it relies on are the accessors below and the
+methods that ``wrap_engine`` and ``wrap_training_worker`` wrap (``verl_cov.plugin`` calls them when verl imports
+the modules its ``ENGINE_WRAPS`` names), so a verl change to the engine or its workers touches them and nothing
+else.
 
 verl trains one PPO mini-batch per ``BaseEngine.train_batch(data, loss_function)`` call, on every
 data-parallel rank, before it splits the mini-batch into micro-batches; this is where verl itself
@@ -26,10 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.abc
-import importlib.machinery
 import json
-import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,7 +40,6 @@ import torch.distributed as dist
 
 from verl_cov import controller, scope, token_entropy
 from verl_cov.collective import all_reduce_sum, collective_device
-from verl_cov.compat import HAS_ENGINE_TRAIN_BATCH
 from verl_cov.config import KEY_PREFIX, SELECTING_MODES, settings, settings_for
 
 FIELDS = ("old_log_probs", "advantages", "response_mask")
@@ -312,56 +310,15 @@ def _wrap_methods(cls: type, wrappers: dict[str, Callable[[Callable], Callable]]
             setattr(cls, name, wrapped)
 
 
-# verl's modules and what is wrapped in each, as soon as it is imported.
-WRAPS: dict[str, Callable[[ModuleType], None]] = {
-    "verl.workers.engine.base": lambda module: _wrap_methods(
-        module.BaseEngine, {"train_batch": with_mini_batch_statistics}
-    ),
-    "verl.workers.engine_workers": lambda module: _wrap_methods(
+def wrap_engine(module: ModuleType) -> None:
+    """Wrap ``BaseEngine.train_batch`` of verl's ``verl.workers.engine.base`` (the plugin calls this when verl
+    imports that module)."""
+    _wrap_methods(module.BaseEngine, {"train_batch": with_mini_batch_statistics})
+
+
+def wrap_training_worker(module: ModuleType) -> None:
+    """Wrap ``TrainingWorker``'s step and checkpoint methods of verl's ``verl.workers.engine_workers``."""
+    _wrap_methods(
         module.TrainingWorker,
         {"train_mini_batch": counting_steps, "save_checkpoint": saving_state, "load_checkpoint": loading_state},
-    ),
-}
-
-
-class _WrapWhenImported(importlib.abc.MetaPathFinder):
-    """Finds no module itself: when verl imports a module of ``WRAPS``, lets the path finder load it and
-    wraps it right after, so loading the plugin never imports verl's engines itself (0.7 s and about
-    800 modules, with a warning per missing backend, in every process). Leaves ``sys.meta_path`` once
-    every module it waits for is wrapped."""
-
-    def __init__(self, pending: set[str]) -> None:
-        self.pending = pending
-
-    def find_spec(self, name, path=None, target=None):
-        if name not in self.pending:
-            return None
-        self.pending.discard(name)
-        if not self.pending:
-            sys.meta_path.remove(self)
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is not None and spec.loader is not None:
-            exec_module = spec.loader.exec_module
-
-            def exec_and_wrap(module: ModuleType) -> None:
-                exec_module(module)
-                WRAPS[name](module)
-
-            spec.loader.exec_module = exec_and_wrap
-        return spec
-
-
-def install() -> None:
-    """Wrap verl's ``BaseEngine.train_batch`` and ``TrainingWorker``'s step and checkpoint methods once per
-    process (verl >= 0.8; idempotent): now for a module verl has loaded, else as soon as it is. The
-    wrappers do nothing for a policy loss that asks for no statistics and has no target."""
-    if not HAS_ENGINE_TRAIN_BATCH:
-        return
-    pending = set()
-    for name, wrap in WRAPS.items():
-        if name in sys.modules:
-            wrap(sys.modules[name])
-        else:
-            pending.add(name)
-    if pending and not any(isinstance(finder, _WrapWhenImported) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _WrapWhenImported(pending))
+    )
