@@ -34,6 +34,12 @@ def run_python(code: str, **env) -> subprocess.CompletedProcess:
     )
 
 
+# Imports verl's engine module, then prints whether verl-cov wrapped its train_batch.
+PRINT_ENGINE_WRAPPED = (
+    "from verl.workers.engine.base import BaseEngine; "
+    "print(getattr(BaseEngine.train_batch, '__verl_cov_wrapped__', False))"
+)
+
 # What a verl worker does with `actor_rollout_ref.model.external_lib=verl_cov.plugin` (every supported verl).
 EXTERNAL_LIB = "from verl.utils.import_utils import import_external_libs; import_external_libs('verl_cov.plugin'); "
 
@@ -151,11 +157,7 @@ def test_a_registered_mode_pickles_as_its_loss_function():
 
 @pytest.mark.skipif(VERL < Version("0.8"), reason="verl < 0.8 has no engine train_batch")
 def test_a_failed_wrap_warns_and_leaves_verls_engine_importable():
-    code = (
-        "import sys, verl, verl_cov.plugin; sys.modules['verl_cov.engine_adapter'] = None; "
-        "from verl.workers.engine.base import BaseEngine; "
-        "print(getattr(BaseEngine.train_batch, '__verl_cov_wrapped__', False))"
-    )
+    code = "import sys, verl, verl_cov.plugin; sys.modules['verl_cov.engine_adapter'] = None; " + PRINT_ENGINE_WRAPPED
     result = run_python(code, VERL_USE_EXTERNAL_PLUGINS="none")
     assert result.returncode == 0, result.stderr
     assert "verl-cov: could not wrap verl's verl.workers.engine.base" in result.stderr
@@ -210,9 +212,7 @@ def test_importing_the_package_loads_neither_verl_nor_torch():
 def test_the_plugin_wraps_the_engine_without_importing_it():
     """Loading the plugin leaves verl's engine module alone (0.7 s, ~800 modules); importing it later wraps it."""
     code = (
-        "import sys, verl, verl_cov.plugin; loaded = 'verl.workers.engine.base' in sys.modules; "
-        "from verl.workers.engine.base import BaseEngine; "
-        "print(loaded, getattr(BaseEngine.train_batch, '__verl_cov_wrapped__', False))"
+        "import sys, verl, verl_cov.plugin; print('verl.workers.engine.base' in sys.modules); " + PRINT_ENGINE_WRAPPED
     )
     result = run_python(code, VERL_USE_EXTERNAL_PLUGINS="none")
     assert result.returncode == 0, result.stderr
