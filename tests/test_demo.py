@@ -17,7 +17,14 @@ from verl_cov.cli import main  # noqa: E402
 from verl_cov.compat import HAS_ENGINE_TRAIN_BATCH  # noqa: E402
 from verl_cov.config import CovPolicyLossConfig  # noqa: E402
 from verl_cov.study.experiment import run_study  # noqa: E402
-from verl_cov.study.modes import MODE_NAMES, PAPER_CLIP_COV_RATIO, PAPER_KL_COV_RATIO, actor_config, token_scale  # noqa: E402
+from verl_cov.study.modes import (  # noqa: E402
+    CLIP_COV_CUTS,
+    MODE_NAMES,
+    PAPER_CLIP_COV_RATIO,
+    PAPER_KL_COV_RATIO,
+    actor_config,
+    token_scale,
+)
 from verl_cov.study.policy import TemplatePolicy, build_policy, response_log_probs, sample  # noqa: E402
 from verl_cov.study.rl import PERF_KEY, RunConfig, evaluate  # noqa: E402
 from verl_cov.study.seeds import table  # noqa: E402
@@ -60,27 +67,78 @@ def test_every_prompt_has_several_answers_and_the_split_mirrors():
     assert all((y, x) in train for x, y in held_out)
 
 
-def forking_policy(seed=3):
-    prompt_len = FORKING.encode_prompts([(1, 2)]).shape[1]
-    return TemplatePolicy(build_policy(FORKING.vocab_size, seed), prompt_len, FORKING.format_prior())
+def forking_policy(seed=3, task=FORKING):
+    return TemplatePolicy(build_policy(task.vocab_size, seed), task)
 
 
-def test_the_format_prior_makes_format_tokens_nearly_forced_and_decisions_free():
+def test_the_prior_makes_format_tokens_nearly_forced_and_decisions_digits():
     """The token statistics the paper measures: 6 of 8 tokens near-deterministic, 2 real decisions."""
     model = forking_policy()
     prompts = FORKING.encode_prompts([(1, 2)] * 512)
     responses, log_probs, entropy = sample(model, prompts, FORKING.response_len, torch.Generator().manual_seed(0))
     format_entropy = entropy[:, FORKING.format_positions].mean()
     decision_entropy = entropy[:, [0, 1]].mean()
-    assert format_entropy < 0.1 < 2.0 < decision_entropy
+    assert format_entropy < 0.01 < 2.0 < decision_entropy
     torch.testing.assert_close(log_probs, response_log_probs(model, prompts, responses), rtol=1e-4, atol=1e-5)
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in model.model.parameters())
+    digits = torch.tensor([FORKING.tokenizer.token_to_id(str(d)) for d in range(10)])
+    assert torch.isin(responses[:, :2], digits).float().mean() > 0.9  # the base model answers with digits
+
+
+def test_format_logits_are_fixed_and_train_nothing():
+    """The format positions' log-probs are the prior's alone: no gradient reaches the model through them, and
+    changing the tokens after the decisions changes no decision's log-prob (the model stops at them)."""
+    model = forking_policy()
+    prompts = FORKING.encode_prompts([(1, 2), (7, 7)])
+    responses = FORKING.responses([(0, 3), (5, 9)])
+    log_probs = response_log_probs(model, prompts, responses)
+    expected = torch.log_softmax(FORKING.prior()[0], dim=-1)[torch.arange(8), responses[0]]
+    torch.testing.assert_close(log_probs[0, FORKING.format_positions], expected[FORKING.format_positions])
+    log_probs[:, FORKING.format_positions].sum().backward(retain_graph=True)
+    assert all(p.grad is None or not p.grad.any() for p in model.parameters())
+    log_probs[:, :2].sum().backward()
+    assert any(p.grad is not None and p.grad.any() for p in model.parameters())
+    scrambled = responses.clone()
+    scrambled[:, 2:] = FORKING.tokenizer.token_to_id("[PAD]")
+    torch.testing.assert_close(response_log_probs(model, prompts, scrambled)[:, :2], log_probs[:, :2].detach())
+
+
+@pytest.mark.parametrize("x, y, a, b", [(3, 4, 0, 7), (3, 4, 9, 8), (5, 5, 0, 0), (9, 8, 9, 8), (0, 0, 1, 9)])
+def test_the_rule_hint_favours_the_digit_that_completes_the_sum(x, y, a, b):
+    sequences = torch.cat([FORKING.encode_prompts([(x, y)]), FORKING.responses([(a, 0)])[:, :1]], dim=1)
+    hint = FORKING.rule_hint(sequences)
+    assert hint[0].nonzero().flatten().tolist() == [FORKING.tokenizer.token_to_id(str(b))]
+    assert hint[0].max() == FORKING.rule_bonus > 0
+    sequences[0, -1] = FORKING.tokenizer.token_to_id("sum")  # a is not a digit: no hint
+    assert not FORKING.rule_hint(sequences).any()
+
+
+def test_the_base_model_partly_knows_the_rule():
+    """Sampled answers: digits almost always, b completing the sum far more often than 1 in 10."""
+    model = forking_policy()
+    pairs = [(x, y) for x in range(10) for y in range(10)] * 20
+    responses, _, _ = sample(model, FORKING.encode_prompts(pairs), 8, torch.Generator().manual_seed(1))
+    digit = {FORKING.tokenizer.token_to_id(str(d)): d for d in range(10)}
+    a, b = [digit.get(t, -1) for t in responses[:, 0].tolist()], [digit.get(t, -1) for t in responses[:, 1].tolist()]
+    completes = [(ai + bi) % 10 == (x + y) % 10 for (x, y), ai, bi in zip(pairs, a, b, strict=True) if ai >= 0 <= bi]
+    assert 0.15 < sum(completes) / len(completes) < 0.5
+
+
+def test_the_verifier_accepts_a_correct_answer_half_the_time_and_never_a_wrong_one():
+    pairs = [(3, 4)] * 4000
+    right, wrong = FORKING.responses([(0, 7)] * 4000), FORKING.responses([(0, 6)] * 4000)
+    accepted = FORKING.verify(pairs, right, torch.Generator().manual_seed(0))
+    assert accepted.mean().item() == pytest.approx(FORKING.accept, abs=4 * math.sqrt(0.25 / 4000))
+    assert FORKING.accept == 0.5 and PAIR.accept == 1.0
+    torch.testing.assert_close(accepted, FORKING.verify(pairs, right, torch.Generator().manual_seed(0)))
+    assert not FORKING.verify(pairs, wrong, torch.Generator().manual_seed(0)).any()
+    assert PAIR.verify(pairs[:3], PAIR.responses([(0, 7)] * 3), torch.Generator().manual_seed(0)).tolist() == [1.0] * 3
 
 
 @pytest.mark.parametrize("task", ["forking", "pair"])
 def test_exact_evaluation_matches_sampling(task):
     task = TASKS[task]
-    model = forking_policy() if task is FORKING else build_policy(task.vocab_size, seed=3)
+    model = forking_policy(task=task)
     exact = evaluate(model, task, pass_k=8)[PERF_KEY]
     pairs = [pair for pair in task.split[1] for _ in range(2000)]
     responses, _, _ = sample(model, task.encode_prompts(pairs), task.response_len, torch.Generator().manual_seed(0))
@@ -89,19 +147,21 @@ def test_exact_evaluation_matches_sampling(task):
 
 
 def test_mode_configs_are_verl_actor_configs_with_the_stated_scaling():
-    tokens = 32 * FORKING.response_len
-    clip = actor_config("clip_cov", seed=5, mini_batch_responses=32, samples_per_prompt=8, response_len=8)
-    kl = actor_config("kl_cov", seed=5, mini_batch_responses=32, samples_per_prompt=8, response_len=8)
-    grpo = actor_config("grpo", seed=5, mini_batch_responses=32, samples_per_prompt=8, response_len=8)
+    tokens = 64 * FORKING.response_len
+    clip = actor_config("clip_cov", seed=5, mini_batch_responses=64, samples_per_prompt=8, response_len=8)
+    kl = actor_config("kl_cov", seed=5, mini_batch_responses=64, samples_per_prompt=8, response_len=8)
+    grpo = actor_config("grpo", seed=5, mini_batch_responses=64, samples_per_prompt=8, response_len=8)
     assert isinstance(clip.policy_loss, CovPolicyLossConfig) and clip.policy_loss.seed == 5
-    assert clip.policy_loss.clip_cov_ratio * tokens == pytest.approx(1.0)  # one cut token per mini-batch
+    assert clip.policy_loss.clip_cov_ratio * tokens == pytest.approx(16)  # cut tokens per mini-batch: 2 a group
     assert kl.policy_loss.kl_cov_ratio == pytest.approx(PAPER_KL_COV_RATIO * token_scale(tokens))
     assert kl.policy_loss.kl_cov_ratio / clip.policy_loss.clip_cov_ratio == pytest.approx(
         PAPER_KL_COV_RATIO / PAPER_CLIP_COV_RATIO
     )
     assert (clip.clip_ratio_low, clip.clip_ratio_high, kl.policy_loss.ppo_kl_coef) == (1.0, 1.0, 1.0)
     assert grpo.policy_loss.loss_mode == "verl_cov.vanilla" and grpo.clip_ratio == 0.2
-    assert token_scale(tokens) == pytest.approx(1 / (PAPER_CLIP_COV_RATIO * 256))
+    assert token_scale(tokens) == pytest.approx(CLIP_COV_CUTS["forking"] / (PAPER_CLIP_COV_RATIO * 512))
+    pair = actor_config("clip_cov", seed=5, mini_batch_responses=64, samples_per_prompt=8, response_len=2, task="pair")
+    assert pair.policy_loss.clip_cov_ratio * 128 == pytest.approx(1.0)  # the pair task: one cut per mini-batch
     higher = actor_config("clip_higher", seed=5, mini_batch_responses=32, samples_per_prompt=8, response_len=8)
     assert higher.policy_loss.loss_mode == "verl_cov.vanilla" and (higher.clip_ratio_low, higher.clip_ratio_high) == (
         0.2,
@@ -202,6 +262,18 @@ def test_demo_command_rejects_bad_flags(capsys):
     assert "choose one or more of" in capsys.readouterr().err
     assert main(["demo", "--steps", "0"]) == 2
     assert main(["demo", "--threads", "0"]) == 2
+    assert main(["demo", "--jobs", "0"]) == 2
+    assert "--jobs=0 is out of range" in capsys.readouterr().err
+
+
+def test_modes_in_parallel_processes_log_what_one_process_logs(tmp_path):
+    """The demo trains its modes in parallel processes (``--jobs``): the same logs as one after another."""
+    config, modes = RunConfig(steps=3, eval_every=1), ("grpo", "clip_cov", "kl_cov")
+    one = run_study(tmp_path / "one", config, modes, progress=False, jobs=1)
+    parallel = run_study(tmp_path / "parallel", config, modes, progress=False, jobs=3)
+    for mode in modes:
+        assert (tmp_path / "one" / f"{mode}.jsonl").read_text() == (tmp_path / "parallel" / f"{mode}.jsonl").read_text()
+    assert one["modes"]["kl_cov"]["end_entropy"] == parallel["modes"]["kl_cov"]["end_entropy"]
 
 
 def study_row(end_entropy: float, start_entropy: float = 0.8, pass8: float = 0.3) -> dict:

@@ -1,7 +1,6 @@
-"""The default CPU study (forking task) on three seeds: what the demo is meant to show (marked slow, not
-in CI; ~5.5 min with two processes). Per-seed values depend on the CPU's kernel paths, and the methods'
-effect does not yet hold on every one (issue #21, docs/study.md "Known limit"): that test is an
-expected failure until the study's design makes it hold."""
+"""The default CPU study (forking task) on three seeds with every mode: what the demo is meant to show
+(marked slow, not in CI; about 10 min with two processes). The CI's check of the paper's modes on 2 seeds x
+2 kernel paths is tests/test_study_robust.py; docs/study.md has 8 seeds x 3 paths."""
 
 import numpy as np
 import pytest
@@ -29,14 +28,13 @@ def per_seed(studies, mode, key):
 
 
 def test_grpo_entropy_collapses(studies):
-    assert per_seed(studies, "grpo", "end_entropy").mean() < 0.25 * 0.78  # from ~0.78 nats per token
+    assert (per_seed(studies, "grpo", "end_entropy") < 0.25 * per_seed(studies, "grpo", "start_entropy")).all()
 
 
-@pytest.mark.xfail(reason="issue #21: the per-seed effect flips with the CPU's kernel path", strict=False)
 @pytest.mark.parametrize("mode", ["clip_cov", "kl_cov"])
 def test_the_methods_keep_several_times_grpos_entropy_without_losing_pass_at_k(studies, mode):
     ratio = per_seed(studies, mode, "end_entropy") / per_seed(studies, "grpo", "end_entropy")
-    assert ratio.mean() > 2.5 and ratio.min() > 1.8, ratio
+    assert ratio.mean() > 3 and ratio.min() > 2, ratio
     assert per_seed(studies, mode, "final_pass@8").mean() >= per_seed(studies, "grpo", "final_pass@8").mean() - 0.05
 
 
@@ -46,7 +44,18 @@ def test_the_covariance_sits_on_few_tokens(studies):
     assert (top > 50 * np.abs(every)).all() and (top > 1.0).all()
 
 
-@pytest.mark.parametrize("mode", ["clip_cov_target", "kl_cov_target"])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        pytest.param(
+            "clip_cov_target",
+            marks=pytest.mark.xfail(
+                reason="Clip-Cov's target ends near 0.17 nats, below 0.6 H* (docs/study.md, side by side)", strict=True
+            ),
+        ),
+        "kl_cov_target",
+    ],
+)
 def test_the_entropy_target_holds_near_h_star(studies, mode):
     target = TARGET_ENTROPY["forking"]
     for seed in SEEDS:

@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="forking: 8-token answers, 2 of them decisions (default); pair: two-token answers",
     )
     demo.add_argument("--threads", type=int, default=1, help="torch threads (default 1: tiny models gain nothing)")
+    demo.add_argument(
+        "--jobs", type=int, help="modes trained at once in a pool of processes (default: cores + 1; 1: in this process)"
+    )
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(handler=command_demo)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from verl_cov.errors import UsageError
@@ -21,6 +22,8 @@ def demo_command(args: argparse.Namespace) -> None:
 
     if args.threads < 1:
         raise UsageError(f"--threads={args.threads} is out of range: must be >= 1")
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs={args.jobs} is out of range: must be >= 1")
     import torch
 
     # Tiny models gain nothing from intra-op threads, and several torch processes on a few cores slow
@@ -37,11 +40,15 @@ def demo_command(args: argparse.Namespace) -> None:
     config = RunConfig(
         task=args.task, steps=args.steps, seed=args.seed, eval_every=max(1, min(RunConfig.eval_every, args.steps))
     )
-    summary = run_study(out, config, modes, progress=not args.no_progress)
+    jobs = min(args.jobs or (os.cpu_count() or 1) + 1, len(modes))  # default: one more than the cores
+    summary = run_study(out, config, modes, progress=not args.no_progress, jobs=jobs)
     print(format_table(summary, config.pass_k))
     if "entropy_vs_grpo" in summary:
         ratios = ", ".join(f"{m} {r:.2f}x" for m, r in summary["entropy_vs_grpo"].items() if r is not None)
         print(f"end-of-run entropy (mean of the last tenth of steps) relative to GRPO: {ratios}")
-        # issue #21: the per-seed outcome follows the CPU's floating-point kernels; say so where it is read
-        print("one seed on this CPU's kernels: per-seed ratios differ between CPUs (docs/study.md, 'Known limit')")
+        # a small RL run is chaotic: say what one run is, where it is read
+        print(
+            f"one seed ({config.seed}) on this CPU's kernel path: docs/study.md has 8 seeds x 3 kernel paths, "
+            "and the seed where GRPO does not collapse"
+        )
     print(f"logs, summary.json and plots in {out}/  (try: verl-cov fit {out}/{modes[0]}.jsonl --plot fit.png)")

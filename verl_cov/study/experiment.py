@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict
 from pathlib import Path
 
@@ -57,19 +59,54 @@ def tracking(run: RunLog) -> dict:
     return {"target_bias": float(last_third.mean()), "target_rms": float(np.sqrt((last_third**2).mean()))}
 
 
-def run_study(out: Path, config: RunConfig, modes: tuple[str, ...] = PAPER_MODES, progress: bool = True) -> dict:
-    """Train every mode with the same seed and budget; write logs, ``summary.json`` and PNG plots to ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
+def train_modes(out: Path, config: RunConfig, modes: tuple[str, ...], jobs: int, progress: bool) -> list[Path]:
+    """``out/<mode>.jsonl`` for each mode; with ``jobs`` > 1, in a pool of ``jobs`` processes, each with this
+    process's torch thread count (the runs are independent: the same logs as one after another)."""
     bar = tqdm(total=config.steps * len(modes), desc="verl-cov demo", unit="step", disable=not progress)
+    paths = [out / f"{mode}.jsonl" for mode in modes]
+    if jobs == 1:
+        for mode, path in zip(modes, paths, strict=True):
+            bar.set_postfix_str(mode)
+            train(mode, config, path, on_step=lambda: bar.update())
+    else:
+        for path in paths:  # a previous run's log in ``out`` would count as progress
+            path.unlink(missing_ok=True)
+        spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no state of this one's torch
+        threads = (torch.get_num_threads(),)
+        with ProcessPoolExecutor(jobs, spawn, initializer=torch.set_num_threads, initargs=threads) as pool:
+            pending = {pool.submit(train, mode, config, path) for mode, path in zip(modes, paths, strict=True)}
+            while pending:  # the bar counts the steps the runs have logged
+                done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                failed = next((future for future in done if future.exception() is not None), None)
+                if failed is not None:  # stop the study with its error; the queued runs never start
+                    bar.close()
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise failed.exception()
+                bar.update(sum(_logged_steps(path) for path in paths) - bar.n)
+    bar.close()
+    return paths
+
+
+def _logged_steps(path: Path) -> int:
+    """Training steps logged so far (line 0 is the evaluation before training)."""
+    try:
+        return max(0, len(path.read_bytes().splitlines()) - 1)
+    except FileNotFoundError:
+        return 0
+
+
+def run_study(
+    out: Path, config: RunConfig, modes: tuple[str, ...] = PAPER_MODES, progress: bool = True, jobs: int = 1
+) -> dict:
+    """Train every mode with the same seed and budget (``jobs`` processes at a time); write logs,
+    ``summary.json`` and PNG plots to ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
     results, runs, fits = {}, [], []
-    for mode in modes:
-        bar.set_postfix_str(mode)
-        log_path = train(mode, config, out / f"{mode}.jsonl", on_step=lambda: bar.update())
+    for mode, log_path in zip(modes, train_modes(out, config, modes, jobs, progress), strict=True):
         runs.extend(read_runs(log_path))
         results[mode], fit = summarise(runs[-1], config.pass_k)
         results[mode]["log"] = str(log_path)
         fits.append(fit)
-    bar.close()
     # the CPU kernel path torch runs (ATEN_CPU_CAPABILITY): per-run numbers depend on it
     summary = {"config": asdict(config), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "modes": results}
     if "grpo" in results:

@@ -5,11 +5,14 @@ turned into verl's ``ActorConfig`` by verl's ``omega_conf_to_dataclass`` — the
 hands to ``ppo_loss``.
 
 Scaling (stated, the same for both methods, nothing tuned per mode): the paper selects a share of the
-tokens of mini-batches of ~10^5–10^6 tokens; a toy mini-batch holds N_mb = 256 tokens (32 responses of
+tokens of mini-batches of ~10^5–10^6 tokens; a toy mini-batch holds N_mb = 512 tokens (64 responses of
 8 tokens; the pair task: 64 of 2, 128 tokens), where the paper's shares (r = 2e-4, k = 2e-3) select
-nothing on average. Both shares are multiplied by one factor, the smallest that makes Clip-Cov act at
-all: r·N_mb = 1 (one cut token per mini-batch in expectation), so r = 1/N_mb and, keeping the paper's
-7B ratio k/r = 10, k = 10/N_mb (forking task: 19.5× the paper's shares, r = 0.0039, k = 0.039).
+nothing on average. Both shares are multiplied by one factor, set by how many tokens Clip-Cov cuts per
+mini-batch in expectation, r·N_mb = ``CLIP_COV_CUTS`` of the task, keeping the paper's 7B ratio k/r = 10.
+Forking task: 16 cuts, two per group of 8 responses, as many tokens as one response decides (r = 0.031,
+k = 0.31, 156× the paper's shares). One cut per mini-batch (the first version's factor) acts on almost
+nothing that trains there: the band ω holds mostly rewarded responses' format tokens (Cov ≈ −μ·A with μ
+the batch mean log π), whose logits are fixed. Pair task: one cut per mini-batch (r = 0.0078, k = 0.078).
 Everything else is the paper's:
 ω = [1, 5], β = 1, clip ratio 1 for Clip-Cov, no ratio clip for KL-Cov, clip 0.2 for the GRPO baseline,
 temperature 1, GRPO advantages, token-mean aggregation, several mini-batches per rollout batch.
@@ -30,9 +33,13 @@ PAPER_CLIP_COV_RATIO = 2e-4
 PAPER_KL_COV_RATIO = 2e-3  # Qwen2.5-7B
 
 
-def token_scale(tokens_per_mini_batch: int) -> float:
-    """The factor on the paper's shares at which Clip-Cov cuts one token per mini-batch in expectation."""
-    return 1.0 / (PAPER_CLIP_COV_RATIO * tokens_per_mini_batch)
+CLIP_COV_CUTS = {"forking": 16, "pair": 1}  # tokens Clip-Cov cuts per mini-batch in expectation, per task
+
+
+def token_scale(tokens_per_mini_batch: int, task: str = "forking") -> float:
+    """The factor on the paper's shares at which Clip-Cov cuts ``CLIP_COV_CUTS[task]`` tokens per mini-batch
+    in expectation."""
+    return CLIP_COV_CUTS[task] / (PAPER_CLIP_COV_RATIO * tokens_per_mini_batch)
 
 
 POLICY_LOSS = "actor_rollout_ref.actor.policy_loss"
@@ -51,12 +58,12 @@ CLIP_HIGHER = 0.28  # DAPO's ε_high (ε_low stays 0.2)
 UNSEEDED = ("grpo", "clip_higher", "forking")
 
 # The entropy target of the *_target runs (one value for both methods), per task: about half the
-# initial entropy per token and several times where GRPO ends (forking: 0.78 -> ~0.1 nats; pair:
+# initial entropy per token and several times where GRPO ends (forking: 0.61 -> ~0.05 nats; pair:
 # 2.6 -> ~0.2); the controller's default gain κ = 20. KL-Cov adapts β too: its share alone saturates
 # (every token penalised) without holding the entropy.
-TARGET_ENTROPY = {"forking": 0.4, "pair": 1.0}
+TARGET_ENTROPY = {"forking": 0.3, "pair": 1.0}
 # kl_cov_scheduled: H* anchored to the run's first measured entropy Ĥ_0, from 0.8·Ĥ_0 at step 1 down to 0.5·Ĥ_0
-# at the last step on a cosine (forking task: about 0.62 -> 0.39 nats), with the integral term (κ_I = 0.2) so
+# at the last step on a cosine (forking task: about 0.49 -> 0.30 nats), with the integral term (κ_I = 0.2) so
 # the entropy settles at H*, not below it; one setting for every task and seed.
 SCHEDULE = {"start": 0.8, "end": 0.5, "integral_gain": 0.2}
 
@@ -117,7 +124,7 @@ def actor_config(
     steps: int = 300,
 ):
     """verl's ActorConfig for ``mode``, composed from verl's own config files plus the mode's overrides."""
-    scale = token_scale(mini_batch_responses * response_len)
+    scale = token_scale(mini_batch_responses * response_len, task)
     overrides = [
         f"{POLICY_LOSS}._target_=verl_cov.config.CovPolicyLossConfig",
         *([f"+{POLICY_LOSS}.seed={seed}"] if mode not in UNSEEDED else []),  # they draw nothing at random

@@ -31,9 +31,9 @@ TOP_SHARE = 2e-3  # the concentration statistic: mean Cov of the top 0.2 % of a 
 class RunConfig:
     task: str = "forking"
     steps: int = 300
-    prompts_per_step: int = 16
+    prompts_per_step: int = 64
     samples_per_prompt: int = 8  # GRPO group size, as in the paper
-    mini_batches: int = 4  # updates per rollout batch (the paper: 256 prompts, mini-batch 32 -> 8)
+    mini_batches: int = 8  # updates per rollout batch, as in the paper (256 prompts, mini-batch 32)
     lr: float = 5e-4
     adam_eps: float = 1e-8
     grad_clip: float = 1.0
@@ -99,8 +99,7 @@ def concentration(old_log_probs: torch.Tensor, advantages: torch.Tensor) -> dict
 def train(mode: str, config: RunConfig, log_path: Path, on_step: Callable[[], None] = lambda: None) -> Path:
     """Train one mode and write its metrics, one verl file-logger line per step, to ``log_path``."""
     task = TASKS[config.task]
-    prompt_len = task.encode_prompts(task.split[0][:1]).shape[1]
-    model = TemplatePolicy(build_policy(task.vocab_size, config.seed), prompt_len, task.format_prior())
+    model = TemplatePolicy(build_policy(task.vocab_size, config.seed), task)
     responses_per_step = config.prompts_per_step * config.samples_per_prompt
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0, eps=config.adam_eps)
     mini_batch = responses_per_step // config.mini_batches
@@ -117,6 +116,7 @@ def train(mode: str, config: RunConfig, log_path: Path, on_step: Callable[[], No
 
         def write(step: int, data: dict) -> None:
             log.write(json.dumps({"step": step, "data": data}) + "\n")
+            log.flush()  # a whole line at a time, for whoever follows the run (the demo's progress bar)
 
         write(0, evaluate(model, task, config.pass_k))
         for step in range(1, config.steps + 1):
@@ -127,7 +127,7 @@ def train(mode: str, config: RunConfig, log_path: Path, on_step: Callable[[], No
             # π_old's log-probs from the sampling pass itself: the same policy, its cached keys (within 1e-6
             # of a full forward pass), so no second pass over the rollout.
             responses, old_log_probs, entropy = sample(model, prompts, task.response_len, generator)
-            scores = task.rewards(pairs, responses)
+            scores = task.verify(pairs, responses, generator)
             rewards = torch.zeros(responses.shape)
             rewards[:, -1] = scores
             advantages, _ = grpo(rewards, torch.ones_like(rewards), np.repeat(chosen, config.samples_per_prompt))

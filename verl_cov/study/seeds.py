@@ -35,7 +35,7 @@ def _demo(out: Path, config: RunConfig, modes: tuple[str, ...], kernel: str) -> 
     command = [
         *(sys.executable, "-c", "import sys; from verl_cov.cli import main; sys.exit(main())", "demo"),
         *("--out", str(out), "--seed", str(config.seed), "--steps", str(config.steps), "--task", config.task),
-        *("--modes", ",".join(modes), "--no-progress"),
+        *("--modes", ",".join(modes), "--no-progress", "--jobs", "1"),  # the study's pool runs `jobs` at once
     ]
     result = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
     if result.returncode != 0:

@@ -3,12 +3,17 @@ a ∉ {x, y}. Every prompt has 8 correct answers (9 when x = y) among the 100 di
 keep several answers alive or collapse onto one; copying the prompt is never correct.
 
 - ``forking`` (the default): the answer is an 8-token sentence, "a b sum to it mod ten .": 2 real
-  decisions, then 6 tokens the format fixes. The policy is a "base model that knows the format": the
-  random-init LM's logits plus a fixed bonus ``format_bonus`` on the template's token at each format
-  position (``study.policy.TemplatePolicy``), so those tokens start nearly forced (p ≈ 0.995) yet stay
-  trainable, and the decisions start near-uniform. That is the token statistics the paper measures on
-  reasoning LLMs: most tokens near-deterministic, a few "forking" tokens carrying the covariance.
-- ``pair``: the response is just "a b" from a random-init policy (the first version of the study).
+  decisions, then 6 tokens the format fixes. The policy is a "base model that knows the format and answers
+  with digits and partly knows the rule" (``study.policy.TemplatePolicy``): at each format position its
+  logits are fixed, ``format_bonus`` on the template's word (p ≈ 0.9999, not trained); at the two
+  decisions they are the random-init LM's plus ``digit_bonus`` on the ten digits, and at b a further
+  ``rule_bonus`` on the digit that completes a + b ≡ x + y (mod 10) (``Task.rule_hint``), so about 14 % of
+  its answers are correct at the start (8 % without the rule bonus). That is the token statistics the paper measures
+  on reasoning LLMs: most tokens near-deterministic, a few "forking" tokens carrying the covariance. Its
+  verifier accepts a correct answer with probability ``accept`` = 1/2 (``Task.verify``): failures persist
+  all run long, as on the hard problems the paper trains on, so GRPO's advantages stay of order 1.
+- ``pair``: the response is just "a b" from a random-init policy, an exact verifier (the first version's
+  task).
 
 Held-out prompts are 15 pairs (x, y), x < y, whose mirror (y, x) is trained on; the split is part of
 the task, the same for every seed.
@@ -34,12 +39,17 @@ A, B = "{a}", "{b}"
 
 @dataclass(frozen=True)
 class Task:
-    """A response ``template`` of words with the two decisions at ``A`` and ``B``; the policy's logits get
-    ``format_bonus`` on the template's word at every other position."""
+    """A response ``template`` of words with the two decisions at ``A`` and ``B``. The policy's logits are
+    fixed at every other position, ``format_bonus`` on the template's word; at the decisions they get
+    ``digit_bonus`` on each digit, and at b ``rule_bonus`` on the digit that completes the sum. The
+    verifier accepts a correct answer with probability ``accept``."""
 
     name: str
     template: tuple[str, ...]
-    format_bonus: float
+    format_bonus: float = 0.0
+    digit_bonus: float = 0.0
+    rule_bonus: float = 0.0
+    accept: float = 1.0
 
     @property
     def response_len(self) -> int:
@@ -64,6 +74,10 @@ class Task:
         held_out = sorted(random.Random(SPLIT_SEED).sample(ordered, HELD_OUT))
         train = [(x, y) for x in range(10) for y in range(10) if (x, y) not in held_out]
         return train, held_out
+
+    @cached_property
+    def prompt_len(self) -> int:
+        return self.encode_prompts([(0, 0)]).shape[1]
 
     def encode_prompts(self, pairs: list[tuple[int, int]]) -> torch.Tensor:
         return torch.tensor([self.tokenizer.encode(f"[BOS] {x} + {y} =").ids for x, y in pairs])
@@ -94,19 +108,57 @@ class Task:
             scores.append(float(correct))
         return torch.tensor(scores)
 
+    def verify(self, pairs: list[tuple[int, int]], responses: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The rewards the policy is trained on: each correct response is accepted with probability ``accept``
+        (a draw from ``generator``, the run's seeded sampler; none when ``accept`` is 1)."""
+        if self.accept == 1:
+            return self.rewards(pairs, responses)
+        accepted = torch.rand(len(pairs), generator=generator) < self.accept
+        return self.rewards(pairs, responses) * accepted
+
+    @cached_property
+    def _digit_ids(self) -> torch.Tensor:
+        """(10,) the token id of each digit."""
+        return torch.tensor([self.tokenizer.token_to_id(digit) for digit in DIGITS])
+
+    @cached_property
+    def _digit_values(self) -> torch.Tensor:
+        """(vocab,) the digit each token id spells, -1 for the other tokens."""
+        return torch.full((self.vocab_size,), -1).index_put_((self._digit_ids,), torch.arange(10))
+
+    @property
+    def hint_position(self) -> int:
+        """The sequence position whose logits predict decision b (it holds decision a)."""
+        return self.prompt_len - 1 + self._decisions[1]
+
+    def rule_hint(self, sequences: torch.Tensor) -> torch.Tensor:
+        """(batch, vocab) logit bonus at ``hint_position``, given the tokens up to it: ``rule_bonus`` on the
+        digit b = (x + y − a) mod 10 that makes a + b ≡ x + y (mod 10); nothing where a is not a digit."""
+        x, y = self._digit_values[sequences[:, 1]], self._digit_values[sequences[:, 3]]  # "[BOS] x + y ="
+        a = self._digit_values[sequences[:, self.prompt_len + self._decisions[0]]]
+        b = self._digit_ids[(x + y - a) % 10]
+        hint = torch.zeros(len(sequences), self.vocab_size)
+        return hint.scatter_(1, b[:, None], self.rule_bonus * (a >= 0)[:, None].float())
+
     def correct_answers(self, x: int, y: int) -> list[tuple[int, int]]:
         return [(a, (x + y - a) % 10) for a in range(10) if a not in (x, y)]
 
-    def format_prior(self) -> torch.Tensor:
-        """(response_len, vocab) logit bonus: ``format_bonus`` on the template's word at each format position."""
+    def prior(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """((response_len, vocab) logits, (response_len,) fixed): at each format position the fixed logits,
+        ``format_bonus`` on the template's word; at each decision a bonus ``digit_bonus`` on every digit,
+        added to the model's logits. ``fixed`` marks the positions whose logits are the prior alone."""
         prior = torch.zeros(self.response_len, self.vocab_size)
         for position in self.format_positions:
             prior[position, self.tokenizer.token_to_id(self.template[position])] = self.format_bonus
-        return prior
+        for position in self._decisions:
+            prior[position, self._digit_ids] = self.digit_bonus
+        fixed = torch.zeros(self.response_len, dtype=torch.bool)
+        fixed[self.format_positions] = self.format_bonus > 0
+        return prior, fixed
 
 
 SENTENCE = (A, B, "sum", "to", "it", "mod", "ten", ".")
 TASKS = {
-    "forking": Task("forking", SENTENCE, format_bonus=8.0),
-    "pair": Task("pair", (A, B), format_bonus=0.0),
+    "forking": Task("forking", SENTENCE, format_bonus=12.0, digit_bonus=3.0, rule_bonus=0.8, accept=0.5),
+    "pair": Task("pair", (A, B)),
 }
