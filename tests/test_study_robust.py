@@ -1,9 +1,10 @@
 """The study's robustness check (marker ``study``; the CI runs it once, on the newest tested verl): the
 default study on 2 seeds x 2 CPU kernel paths, each run its own process with one torch thread. On every run
-GRPO's entropy collapses and Clip-Cov and KL-Cov end clearly above it; a change that loses the effect on one
-seed or one floating-point path fails here, and so does one that keeps the entropy by not learning
-(held-out pass@8 below GRPO's on the mean). A regression test on seeds the design was chosen on: the
-robustness over 8 seeds x 3 paths, and its known limit (seed 5), is docs/study.md's."""
+GRPO's entropy collapses, Clip-Cov ends at least 3x above it (the issue's bar) and KL-Cov above it;
+a change that loses the effect on one seed or one floating-point path fails here, and so does one that keeps
+the entropy by not learning (held-out pass@8 below GRPO's on the mean). A regression test on seeds the
+design was chosen on: the robustness over 8 seeds x 3 paths, and its known limit (KL-Cov delays the
+collapse rather than holding a plateau), is docs/study.md's."""
 
 import pytest
 import torch
@@ -20,7 +21,9 @@ from verl_cov.study.seeds import run_seeds  # noqa: E402
 pytestmark = pytest.mark.study
 SEEDS = [0, 1]
 KERNELS = ("native", "default")  # this CPU's widest vector kernels, and none
-CLEARLY_ABOVE = 2.0  # these 4 runs are 2.7x to 21x on the docs' machine (docs/study.md); room for another CPU
+# End-of-run entropy as a multiple of GRPO's: on the docs' machine these 4 runs are 11.7x to 21.6x (Clip-Cov)
+# and 2.2x to 6.6x (KL-Cov, seed 1 the lowest on every path; docs/study.md); room for another CPU.
+ABOVE_GRPO = {"clip_cov": 3.0, "kl_cov": 1.5}
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +41,8 @@ def test_grpo_collapses_and_both_methods_keep_entropy(runs, label):
     modes = runs[label]["modes"]
     grpo = modes["grpo"]
     assert grpo["end_entropy"] < 0.25 * grpo["start_entropy"], grpo  # GRPO's collapse
-    for method in ("clip_cov", "kl_cov"):
-        assert modes[method]["end_entropy"] > CLEARLY_ABOVE * grpo["end_entropy"], (method, modes[method], grpo)
+    for method, above in ABOVE_GRPO.items():
+        assert modes[method]["end_entropy"] > above * grpo["end_entropy"], (method, modes[method], grpo)
 
 
 @pytest.mark.parametrize("method", ["clip_cov", "kl_cov"])

@@ -49,6 +49,6 @@ def demo_command(args: argparse.Namespace) -> None:
         # a small RL run is chaotic: say what one run is, where it is read
         print(
             f"one seed ({config.seed}) on this CPU's kernel path: docs/study.md has 8 seeds x 3 kernel paths, "
-            "and the seed where GRPO does not collapse"
+            "and the runs where KL-Cov keeps less"
         )
     print(f"logs, summary.json and plots in {out}/  (try: verl-cov fit {out}/{modes[0]}.jsonl --plot fit.png)")

@@ -32,31 +32,29 @@ class TemplatePolicy(torch.nn.Module):
     j: the logits ``prior[j]`` alone where ``fixed[j]``, else ``model``'s logits plus ``prior[j]``, plus the
     task's rule hint at the position that predicts decision b (``Task.prior``, ``Task.rule_hint``). The prior
     is a buffer, not a parameter; training moves only the model, and only through the positions that are
-    not fixed. The model runs only on the first ``model_until`` positions, up to the last whose logits it
-    sets: with causal attention, later tokens cannot change those logits."""
+    not fixed. The model runs only on the task's first ``model_until`` positions, up to the last whose logits
+    it sets: with causal attention, later tokens cannot change those logits."""
 
     def __init__(self, model: torch.nn.Module, task: Task) -> None:
         super().__init__()
-        self.model, self.task, self.prompt_len = model, task, task.prompt_len
+        self.model, self.task = model, task
         prior, fixed = task.prior()
         self.register_buffer("prior", prior)
         self.register_buffer("fixed", fixed)
-        free = (~fixed).nonzero().flatten()
-        self.model_until = self.prompt_len - 1 + (int(free[-1]) + 1 if len(free) else 0)
 
     def forward(
         self, input_ids: torch.Tensor, past_key_values=None, use_cache: bool = False, prefix: torch.Tensor | None = None
     ) -> SimpleNamespace:
         """``prefix``: the tokens before ``input_ids``, None for a whole sequence; ``past_key_values`` holds the
-        model's keys of the first min(len(prefix), ``model_until``) of them."""
+        model's keys of the first min(len(prefix), ``task.model_until``) of them."""
         start = prefix.shape[1] if prefix is not None else 0
         batch, length = input_ids.shape
-        response = torch.arange(start, start + length) - (self.prompt_len - 1)
+        response = torch.arange(start, start + length) - (self.task.prompt_len - 1)
         inside = (response >= 0) & (response < self.prior.shape[0])
         at = response.clamp(0, self.prior.shape[0] - 1)
         prior, fixed = self.prior[at] * inside[:, None], self.fixed[at] & inside
         logits = prior.expand(batch, length, -1).clone()
-        ran = min(max(self.model_until - start, 0), length)
+        ran = min(max(self.task.model_until - start, 0), length)
         if ran:
             output = self.model(input_ids=input_ids[:, :ran], past_key_values=past_key_values, use_cache=use_cache)
             past_key_values = output.past_key_values

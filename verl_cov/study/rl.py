@@ -136,8 +136,8 @@ def train(mode: str, config: RunConfig, log_path: Path, on_step: Callable[[], No
             for rows in torch.randperm(responses_per_step, generator=generator).split(mini_batch):
                 flat, update_entropy = update_forward(model, prompts[rows], responses[rows])
                 data = verl_micro_batch(prompts[rows], responses[rows], old_log_probs[rows], advantages[rows])
-                # As verl's engine train_batch does (verl_cov.engine_adapter): mini-batch statistics first.
-                # and the 80/20 rule's H_t of the update forward (verl_cov.token_entropy), as the engine adapter does
+                # As verl's engine train_batch does (verl_cov.engine_adapter): the mini-batch's statistics first,
+                # and the 80/20 rule's H_t of the update forward (verl_cov.token_entropy)
                 with (
                     scope.mini_batch(actor.policy_loss, old_log_probs[rows], advantages[rows], data["response_mask"]),
                     token_entropy.active(update_entropy),

@@ -6,12 +6,14 @@ keep several answers alive or collapse onto one; copying the prompt is never cor
   decisions, then 6 tokens the format fixes. The policy is a "base model that knows the format and answers
   with digits and partly knows the rule" (``study.policy.TemplatePolicy``): at each format position its
   logits are fixed, ``format_bonus`` on the template's word (p ≈ 0.9999, not trained); at the two
-  decisions they are the random-init LM's plus ``digit_bonus`` on the ten digits, and at b a further
+  decisions they are the random-init LM's plus ``digit_bonus`` on the ten digits, graded by ``preference``
+  (from + ``preference`` on 0 to − ``preference`` on 9: like any LM it prefers some answers to others; over
+  both decisions this favours correct answers without a carry, a + b = x + y), and at b a further
   ``rule_bonus`` on the digit that completes a + b ≡ x + y (mod 10) (``Task.rule_hint``), so about 14 % of
-  its answers are correct at the start (8 % without the rule bonus). That is the token statistics the paper measures
-  on reasoning LLMs: most tokens near-deterministic, a few "forking" tokens carrying the covariance. Its
-  verifier accepts a correct answer with probability ``accept`` = 1/2 (``Task.verify``): failures persist
-  all run long, as on the hard problems the paper trains on, so GRPO's advantages stay of order 1.
+  its answers are correct at the start. That is the token statistics the paper measures on reasoning LLMs:
+  most tokens near-deterministic, a few "forking" tokens carrying the covariance. Its verifier accepts a
+  correct answer with probability ``accept`` = 1/2 (``Task.verify``): failures persist all run long, as on
+  the hard problems the paper trains on, so GRPO's advantages stay of order 1.
 - ``pair``: the response is just "a b" from a random-init policy, an exact verifier (the first version's
   task).
 
@@ -35,13 +37,16 @@ SPECIAL = ["[PAD]", "[BOS]", "+", "="]
 HELD_OUT = 15
 SPLIT_SEED = 0
 A, B = "{a}", "{b}"
+X, Y = "{x}", "{y}"
+PROMPT = ("[BOS]", X, "+", Y, "=")
 
 
 @dataclass(frozen=True)
 class Task:
     """A response ``template`` of words with the two decisions at ``A`` and ``B``. The policy's logits are
     fixed at every other position, ``format_bonus`` on the template's word; at the decisions they get
-    ``digit_bonus`` on each digit, and at b ``rule_bonus`` on the digit that completes the sum. The
+    ``digit_bonus`` on each digit, falling linearly from ``digit_bonus + preference`` on 0 to
+    ``digit_bonus − preference`` on 9, and at b ``rule_bonus`` on the digit that completes the sum. The
     verifier accepts a correct answer with probability ``accept``."""
 
     name: str
@@ -49,6 +54,7 @@ class Task:
     format_bonus: float = 0.0
     digit_bonus: float = 0.0
     rule_bonus: float = 0.0
+    preference: float = 0.0
     accept: float = 1.0
 
     @property
@@ -75,12 +81,14 @@ class Task:
         train = [(x, y) for x in range(10) for y in range(10) if (x, y) not in held_out]
         return train, held_out
 
-    @cached_property
+    @property
     def prompt_len(self) -> int:
-        return self.encode_prompts([(0, 0)]).shape[1]
+        return len(PROMPT)
 
     def encode_prompts(self, pairs: list[tuple[int, int]]) -> torch.Tensor:
-        return torch.tensor([self.tokenizer.encode(f"[BOS] {x} + {y} =").ids for x, y in pairs])
+        """(len(pairs), prompt_len) token ids of ``PROMPT`` with each pair's digits."""
+        words = [[{X: str(x), Y: str(y)}.get(word, word) for word in PROMPT] for x, y in pairs]
+        return torch.tensor([[self.tokenizer.token_to_id(word) for word in prompt] for prompt in words])
 
     def responses(self, answers: list[tuple[int, int]]) -> torch.Tensor:
         """(len(answers), response_len) token ids of the template with each answer's digits."""
@@ -126,6 +134,13 @@ class Task:
         """(vocab,) the digit each token id spells, -1 for the other tokens."""
         return torch.full((self.vocab_size,), -1).index_put_((self._digit_ids,), torch.arange(10))
 
+    @cached_property
+    def model_until(self) -> int:
+        """The number of sequence positions whose logits the model sets: up to the one predicting the last
+        response token that the prior does not fix."""
+        free = (~self.prior()[1]).nonzero().flatten()
+        return self.prompt_len - 1 + (int(free[-1]) + 1 if len(free) else 0)
+
     @property
     def hint_position(self) -> int:
         """The sequence position whose logits predict decision b (it holds decision a)."""
@@ -134,7 +149,7 @@ class Task:
     def rule_hint(self, sequences: torch.Tensor) -> torch.Tensor:
         """(batch, vocab) logit bonus at ``hint_position``, given the tokens up to it: ``rule_bonus`` on the
         digit b = (x + y − a) mod 10 that makes a + b ≡ x + y (mod 10); nothing where a is not a digit."""
-        x, y = self._digit_values[sequences[:, 1]], self._digit_values[sequences[:, 3]]  # "[BOS] x + y ="
+        x, y = (self._digit_values[sequences[:, PROMPT.index(word)]] for word in (X, Y))
         a = self._digit_values[sequences[:, self.prompt_len + self._decisions[0]]]
         b = self._digit_ids[(x + y - a) % 10]
         hint = torch.zeros(len(sequences), self.vocab_size)
@@ -145,13 +160,14 @@ class Task:
 
     def prior(self) -> tuple[torch.Tensor, torch.Tensor]:
         """((response_len, vocab) logits, (response_len,) fixed): at each format position the fixed logits,
-        ``format_bonus`` on the template's word; at each decision a bonus ``digit_bonus`` on every digit,
-        added to the model's logits. ``fixed`` marks the positions whose logits are the prior alone."""
+        ``format_bonus`` on the template's word; at each decision a bonus on every digit, ``digit_bonus`` on
+        the mean, graded by ``preference``, added to the model's logits. ``fixed`` marks the positions whose
+        logits are the prior alone."""
         prior = torch.zeros(self.response_len, self.vocab_size)
         for position in self.format_positions:
             prior[position, self.tokenizer.token_to_id(self.template[position])] = self.format_bonus
         for position in self._decisions:
-            prior[position, self._digit_ids] = self.digit_bonus
+            prior[position, self._digit_ids] = self.digit_bonus + self.preference * (4.5 - torch.arange(10.0)) / 4.5
         fixed = torch.zeros(self.response_len, dtype=torch.bool)
         fixed[self.format_positions] = self.format_bonus > 0
         return prior, fixed
@@ -159,6 +175,8 @@ class Task:
 
 SENTENCE = (A, B, "sum", "to", "it", "mod", "ten", ".")
 TASKS = {
-    "forking": Task("forking", SENTENCE, format_bonus=12.0, digit_bonus=3.0, rule_bonus=0.8, accept=0.5),
+    "forking": Task(
+        "forking", SENTENCE, format_bonus=12.0, digit_bonus=3.0, rule_bonus=0.8, preference=2.0, accept=0.5
+    ),
     "pair": Task("pair", (A, B)),
 }
