@@ -85,15 +85,18 @@ class Task:
     def prompt_len(self) -> int:
         return len(PROMPT)
 
+    def _fill(self, words: tuple[str, ...], digits: list[dict[str, int]]) -> torch.Tensor:
+        """(len(digits), len(words)) token ids of ``words``, each placeholder replaced by its row's digit."""
+        ids = self.tokenizer.token_to_id
+        return torch.tensor([[ids(str(row.get(word, word))) for word in words] for row in digits])
+
     def encode_prompts(self, pairs: list[tuple[int, int]]) -> torch.Tensor:
         """(len(pairs), prompt_len) token ids of ``PROMPT`` with each pair's digits."""
-        words = [[{X: str(x), Y: str(y)}.get(word, word) for word in PROMPT] for x, y in pairs]
-        return torch.tensor([[self.tokenizer.token_to_id(word) for word in prompt] for prompt in words])
+        return self._fill(PROMPT, [{X: x, Y: y} for x, y in pairs])
 
     def responses(self, answers: list[tuple[int, int]]) -> torch.Tensor:
         """(len(answers), response_len) token ids of the template with each answer's digits."""
-        words = [[{A: str(a), B: str(b)}.get(word, word) for word in self.template] for a, b in answers]
-        return torch.tensor([[self.tokenizer.token_to_id(word) for word in response] for response in words])
+        return self._fill(self.template, [{A: a, B: b} for a, b in answers])
 
     @cached_property
     def _decisions(self) -> tuple[int, int]:
