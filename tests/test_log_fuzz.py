@@ -477,6 +477,28 @@ def test_follow_from_launch_through_rotation_to_ctrl_c(tmp_path):
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.parametrize("presses, code", [(1, 0), (2, 130)])
+def test_ctrl_c_during_the_plot_lets_it_finish_and_a_second_one_stops_at_once(presses, code, tmp_path, monkeypatch):
+    """Ctrl-C lands mid-plot (a KeyboardInterrupt raised inside matplotlib's drawing once ended --follow with
+    a traceback): the first one lets the plot be written whole and ends with 0, a second one interrupts."""
+    from verl_cov.analysis import fit_report
+
+    plot = tmp_path / "fit.png"
+
+    def plot_while_interrupted(fitted, out):
+        for _ in range(presses):
+            os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler runs here
+        real_plot(fitted, out)
+
+    real_plot = fit_report.plot
+    monkeypatch.setattr(fit_report, "plot", plot_while_interrupted)
+    log = write_jsonl(synthetic_run(), tmp_path / "run.jsonl")
+    assert main(["fit", str(log), "--follow", "--interval", "0.05", "--plot", str(plot)]) == code
+    assert plot.exists() is (presses == 1)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored for whatever runs next
+
+
 # --- --follow waits only on what growing can cure; everything else ends it with exit 2 ---
 
 

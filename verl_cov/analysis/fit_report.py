@@ -11,8 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
-import time
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,8 +226,8 @@ def follow(args: argparse.Namespace, out: Path | None) -> None:
             f"--follow reads one growing log file (verl's file logger or console output); {path} is a folder"
         )
     seen, waiting, shown = None, None, set()
-    try:
-        while True:
+    with ctrl_c_between_polls() as stop:
+        while not stop.is_set():
             try:
                 found, fitted, errors = poll(path, args)
             except NotYet as error:  # too few validations, no step line, the file gone for now
@@ -241,9 +244,25 @@ def follow(args: argparse.Namespace, out: Path | None) -> None:
                     if not args.json:
                         print(f"plot:        {out}\n" if out is not None else "", flush=True)
                     seen = state
-            time.sleep(args.interval)
-    except KeyboardInterrupt:
-        return
+            stop.wait(args.interval)
+
+
+@contextmanager
+def ctrl_c_between_polls() -> Iterator[threading.Event]:
+    """The first Ctrl-C sets the event and lets the poll under way finish (a KeyboardInterrupt raised inside
+    matplotlib's drawing ended the command with a ValueError traceback and no plot; once, CI saw --follow
+    still running 30 s after a Ctrl-C). A second Ctrl-C interrupts at once (exit code 130)."""
+    stop = threading.Event()
+
+    def first(*_) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def unique_names(runs: list[RunLog], paths: list[str]) -> None:
