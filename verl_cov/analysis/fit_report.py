@@ -13,7 +13,7 @@ import json
 import math
 import signal
 import sys
-import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -227,7 +227,7 @@ def follow(args: argparse.Namespace, out: Path | None) -> None:
         )
     seen, waiting, shown = None, None, set()
     with ctrl_c_between_polls() as stop:
-        while not stop.is_set():
+        while not stop.pressed:
             try:
                 found, fitted, errors = poll(path, args)
             except NotYet as error:  # too few validations, no step line, the file gone for now
@@ -244,18 +244,31 @@ def follow(args: argparse.Namespace, out: Path | None) -> None:
                     if not args.json:
                         print(f"plot:        {out}\n" if out is not None else "", flush=True)
                     seen = state
-            stop.wait(args.interval)
+            stop.sleep(args.interval)
+
+
+class CtrlC:
+    """Whether Ctrl-C was pressed; set by a signal handler, so a plain attribute (a lock taken in a handler
+    can deadlock the main thread it interrupts)."""
+
+    pressed = False
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``, ending within 0.1 s of a Ctrl-C."""
+        deadline = time.monotonic() + seconds
+        while not self.pressed and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.1))
 
 
 @contextmanager
-def ctrl_c_between_polls() -> Iterator[threading.Event]:
-    """The first Ctrl-C sets the event and lets the poll under way finish (a KeyboardInterrupt raised inside
-    matplotlib's drawing ended the command with a ValueError traceback and no plot; once, CI saw --follow
-    still running 30 s after a Ctrl-C). A second Ctrl-C interrupts at once (exit code 130)."""
-    stop = threading.Event()
+def ctrl_c_between_polls() -> Iterator[CtrlC]:
+    """The first Ctrl-C lets the poll under way finish (a KeyboardInterrupt raised inside matplotlib's
+    drawing ended the command with a ValueError traceback and no plot; once, CI saw --follow still running
+    30 s after a Ctrl-C). A second Ctrl-C interrupts at once (exit code 130)."""
+    stop = CtrlC()
 
     def first(*_) -> None:
-        stop.set()
+        stop.pressed = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     previous = signal.signal(signal.SIGINT, first)
