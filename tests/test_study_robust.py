@@ -1,10 +1,10 @@
 """The study's robustness check (marker ``study``; the CI runs it once, on the newest tested verl): the
 default study on 2 seeds x 2 CPU kernel paths, each run its own process with one torch thread. On every run
-GRPO's entropy collapses, Clip-Cov ends at least 3x above it (the issue's bar) and KL-Cov above it;
-a change that loses the effect on one seed or one floating-point path fails here, and so does one that keeps
-the entropy by not learning (held-out pass@8 below GRPO's on the mean). A regression test on seeds the
-design was chosen on: the robustness over 8 seeds x 3 paths, and its known limit (KL-Cov delays the
-collapse rather than holding a plateau), is docs/study.md's."""
+GRPO's entropy collapses and both methods end at least 3x above it (the issue's bar); a change that loses
+the effect on one seed or one floating-point path fails here, and so does one that keeps the entropy by not
+learning (held-out pass@8 below GRPO's on the mean). A regression test on seeds the design was checked on:
+the robustness over 8 seeds x 3 paths, and its known limit (KL-Cov's entropy still falls after step 300), is
+docs/study.md's."""
 
 import pytest
 import torch
@@ -21,9 +21,9 @@ from verl_cov.study.seeds import run_seeds  # noqa: E402
 pytestmark = pytest.mark.study
 SEEDS = [0, 1]
 KERNELS = ("native", "default")  # this CPU's widest vector kernels, and none
-# End-of-run entropy as a multiple of GRPO's: on the docs' machine these 4 runs are 11.7x to 21.6x (Clip-Cov)
-# and 2.2x to 6.6x (KL-Cov, seed 1 the lowest on every path; docs/study.md); room for another CPU.
-ABOVE_GRPO = {"clip_cov": 3.0, "kl_cov": 1.5}
+# End-of-run entropy as a multiple of GRPO's: on the docs' machine these 4 runs are 14.5x to 18.7x (Clip-Cov)
+# and 8.6x to 10.8x (KL-Cov; docs/study.md, where the worst of 24 runs are 6.7x and 4.7x); room for another CPU.
+ABOVE_GRPO = {"clip_cov": 3.0, "kl_cov": 3.0}
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,7 @@ def demo_command(args: argparse.Namespace) -> None:
         print(f"end-of-run entropy (mean of the last tenth of steps) relative to GRPO: {ratios}")
         # a small RL run is chaotic: say what one run is, where it is read
         print(
-            f"one seed ({config.seed}) on this CPU's kernel path: docs/study.md has 8 seeds x 3 kernel paths, "
-            "and the runs where KL-Cov keeps less"
+            f"one seed ({config.seed}) on this CPU's kernel path: docs/study.md has 8 seeds x 3 kernel paths "
+            "and their worst cases"
         )
     print(f"logs, summary.json and plots in {out}/  (try: verl-cov fit {out}/{modes[0]}.jsonl --plot fit.png)")

@@ -9,13 +9,18 @@ tokens of mini-batches of ~10^5–10^6 tokens; a toy mini-batch holds N_mb = 512
 8 tokens; the pair task: 64 of 2, 128 tokens), where the paper's shares (r = 2e-4, k = 2e-3) select
 nothing on average. Both shares are multiplied by one factor, set by how many tokens Clip-Cov cuts per
 mini-batch in expectation, r·N_mb = ``CLIP_COV_CUTS`` of the task, keeping the paper's 7B ratio k/r = 10.
-Forking task: 16 cuts, two per group of 8 responses, as many tokens as one response decides (r = 0.031,
-k = 0.31, 156× the paper's shares). One cut per mini-batch (the first version's factor) acts on almost
-nothing that trains there: the band ω holds mostly rewarded responses' format tokens (Cov ≈ −μ·A with μ
-the batch mean log π), whose logits are fixed. Pair task: one cut per mini-batch (r = 0.0078, k = 0.078).
-Everything else is the paper's:
-ω = [1, 5], β = 1, clip ratio 1 for Clip-Cov, no ratio clip for KL-Cov, clip 0.2 for the GRPO baseline,
-temperature 1, GRPO advantages, token-mean aggregation, several mini-batches per rollout batch.
+Forking task: 32 cuts, four per group of 8 responses (r = 0.0625, k = 0.625, 312× the paper's shares),
+set by where KL-Cov's top k must reach: in a rewarded response (A > Ā) each of the 6 fixed format tokens
+(log π ≈ 0) has Cov = −μ·(A − Ā), above the response's own decisions' (log π − μ)·(A − Ā), μ the mini-batch's
+mean log π; so the top k reaches a rewarded decision, whose sharpening drives the collapse, only past the
+format tokens of every response with at least its advantage, 6 per response. At 16 cuts (k = 0.31, 160 tokens, the
+previous design) the share filled with those and with failed decisions, and KL-Cov's entropy fell as soon
+as it learned; at 32 (320 tokens) there is room for the format tokens of 53 of the 64 responses.
+One cut per mini-batch (the first version's factor) acts on almost nothing that trains there: the band ω
+holds mostly rewarded responses' format tokens, whose logits are fixed. Pair task: one cut per mini-batch
+(r = 0.0078, k = 0.078). Everything else is the paper's: ω = [1, 5], β = 1, clip ratio 1 for Clip-Cov,
+no ratio clip for KL-Cov, clip 0.2 for the GRPO baseline, temperature 1, GRPO advantages, token-mean
+aggregation, several mini-batches per rollout batch.
 """
 
 from __future__ import annotations
@@ -33,13 +38,20 @@ PAPER_CLIP_COV_RATIO = 2e-4
 PAPER_KL_COV_RATIO = 2e-3  # Qwen2.5-7B
 
 
-CLIP_COV_CUTS = {"forking": 16, "pair": 1}  # tokens Clip-Cov cuts per mini-batch in expectation, per task
+CLIP_COV_CUTS = {"forking": 32, "pair": 1}  # tokens Clip-Cov cuts per mini-batch in expectation, per task
 
 
 def token_scale(tokens_per_mini_batch: int, task: str = "forking") -> float:
     """The factor on the paper's shares at which Clip-Cov cuts ``CLIP_COV_CUTS[task]`` tokens per mini-batch
-    in expectation."""
-    return CLIP_COV_CUTS[task] / (PAPER_CLIP_COV_RATIO * tokens_per_mini_batch)
+    in expectation; KL-Cov's share, ten times Clip-Cov's, must stay a share (at most 1)."""
+    scale = CLIP_COV_CUTS[task] / (PAPER_CLIP_COV_RATIO * tokens_per_mini_batch)
+    if PAPER_KL_COV_RATIO * scale > 1:
+        least = CLIP_COV_CUTS[task] * PAPER_KL_COV_RATIO / PAPER_CLIP_COV_RATIO
+        raise ValueError(
+            f"a mini-batch of {tokens_per_mini_batch} tokens is too small for the {task} task's scaling: KL-Cov's "
+            f"share would be {PAPER_KL_COV_RATIO * scale:g} > 1; it needs at least {least:g} tokens per mini-batch"
+        )
+    return scale
 
 
 POLICY_LOSS = "actor_rollout_ref.actor.policy_loss"
@@ -58,12 +70,12 @@ CLIP_HIGHER = 0.28  # DAPO's ε_high (ε_low stays 0.2)
 UNSEEDED = ("grpo", "clip_higher", "forking")
 
 # The entropy target of the *_target runs (one value for both methods), per task: about half the
-# initial entropy per token and several times where GRPO ends (forking: 0.44 -> ~0.02 nats; pair:
+# initial entropy per token and several times where GRPO ends (forking: 0.52-0.54 -> ~0.02 nats; pair:
 # 2.6 -> ~0.2); the controller's default gain κ = 20. KL-Cov adapts β too: its share alone saturates
 # (every token penalised) without holding the entropy.
-TARGET_ENTROPY = {"forking": 0.22, "pair": 1.0}
+TARGET_ENTROPY = {"forking": 0.27, "pair": 1.0}
 # kl_cov_scheduled: H* anchored to the run's first measured entropy Ĥ_0, from 0.8·Ĥ_0 at step 1 down to 0.5·Ĥ_0
-# at the last step on a cosine (forking task: about 0.35 -> 0.22 nats), with the integral term (κ_I = 0.2) so
+# at the last step on a cosine (forking task: about 0.43 -> 0.27 nats), with the integral term (κ_I = 0.2) so
 # the entropy settles at H*, not below it; one setting for every task and seed.
 SCHEDULE = {"start": 0.8, "end": 0.5, "integral_gain": 0.2}
 

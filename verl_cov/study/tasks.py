@@ -6,9 +6,9 @@ keep several answers alive or collapse onto one; copying the prompt is never cor
   decisions, then 6 tokens the format fixes. The policy is a "base model that knows the format and answers
   with digits and partly knows the rule" (``study.policy.TemplatePolicy``): at each format position its
   logits are fixed, ``format_bonus`` on the template's word (p ≈ 0.9999, not trained); at the two
-  decisions they are the random-init LM's plus ``digit_bonus`` on the ten digits, graded by ``preference``
-  (from + ``preference`` on 0 to − ``preference`` on 9: like any LM it prefers some answers to others; over
-  both decisions this favours correct answers without a carry, a + b = x + y), and at b a further
+  decisions they are the random-init LM's plus ``digit_bonus`` on the ten digits, at a graded by
+  ``preference`` (from + ``preference`` on 0 to − ``preference`` on 9: like any LM it prefers some answers
+  to others, here a tie-break among the correct answers, which differ in a), and at b a further
   ``rule_bonus`` on the digit that completes a + b ≡ x + y (mod 10) (``Task.rule_hint``), so about 14 % of
   its answers are correct at the start. That is the token statistics the paper measures on reasoning LLMs:
   most tokens near-deterministic, a few "forking" tokens carrying the covariance. Its verifier accepts a
@@ -45,7 +45,7 @@ PROMPT = ("[BOS]", X, "+", Y, "=")
 class Task:
     """A response ``template`` of words with the two decisions at ``A`` and ``B``. The policy's logits are
     fixed at every other position, ``format_bonus`` on the template's word; at the decisions they get
-    ``digit_bonus`` on each digit, falling linearly from ``digit_bonus + preference`` on 0 to
+    ``digit_bonus`` on each digit, at a falling linearly from ``digit_bonus + preference`` on 0 to
     ``digit_bonus − preference`` on 9, and at b ``rule_bonus`` on the digit that completes the sum. The
     verifier accepts a correct answer with probability ``accept``."""
 
@@ -164,13 +164,14 @@ class Task:
     def prior(self) -> tuple[torch.Tensor, torch.Tensor]:
         """((response_len, vocab) logits, (response_len,) fixed): at each format position the fixed logits,
         ``format_bonus`` on the template's word; at each decision a bonus on every digit, ``digit_bonus`` on
-        the mean, graded by ``preference``, added to the model's logits. ``fixed`` marks the positions whose
+        the mean, at a graded by ``preference``, added to the model's logits. ``fixed`` marks the positions whose
         logits are the prior alone."""
         prior = torch.zeros(self.response_len, self.vocab_size)
         for position in self.format_positions:
             prior[position, self.tokenizer.token_to_id(self.template[position])] = self.format_bonus
-        for position in self._decisions:
-            prior[position, self._digit_ids] = self.digit_bonus + self.preference * (4.5 - torch.arange(10.0)) / 4.5
+        a, b = self._decisions
+        prior[a, self._digit_ids] = self.digit_bonus + self.preference * (4.5 - torch.arange(10.0)) / 4.5
+        prior[b, self._digit_ids] = self.digit_bonus
         fixed = torch.zeros(self.response_len, dtype=torch.bool)
         fixed[self.format_positions] = self.format_bonus > 0
         return prior, fixed
