@@ -487,16 +487,61 @@ def test_ctrl_c_during_the_plot_lets_it_finish_and_a_second_one_stops_at_once(pr
 
     def plot_while_interrupted(fitted, out):
         for _ in range(presses):
-            os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.05)  # the handler runs here
+            os.kill(os.getpid(), signal.SIGINT)  # Python runs the handler at once, in this thread
         real_plot(fitted, out)
 
-    real_plot = fit_report.plot
+    real_plot, before = fit_report.plot, signal.getsignal(signal.SIGINT)
     monkeypatch.setattr(fit_report, "plot", plot_while_interrupted)
     log = write_jsonl(synthetic_run(), tmp_path / "run.jsonl")
     assert main(["fit", str(log), "--follow", "--interval", "0.05", "--plot", str(plot)]) == code
-    assert plot.exists() is (presses == 1)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored for whatever runs next
+    assert plot.exists() is (presses == 1) and list(tmp_path.glob(".fit.png*")) == []
+    assert signal.getsignal(signal.SIGINT) is before  # restored for whatever runs next
+
+
+def test_ctrl_c_is_left_alone_where_python_does_not_own_it():
+    """An ignored SIGINT (nohup, a background job) stays ignored; off the main thread nothing is installed."""
+    from threading import Thread
+
+    from verl_cov.analysis.fit_report import ctrl_c_between_polls
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with ctrl_c_between_polls() as stop:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            assert not stop.pressed
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    seen = []
+
+    def off_the_main_thread():
+        with ctrl_c_between_polls() as stop:
+            seen.append((stop.pressed, signal.getsignal(signal.SIGINT)))
+
+    thread = Thread(target=off_the_main_thread)
+    thread.start()
+    thread.join()
+    assert seen == [(False, previous)]
+
+
+def test_an_interrupted_plot_leaves_the_old_one_whole(tmp_path, monkeypatch):
+    """The figure is drawn into a hidden file and renamed over the plot: a failure mid-draw keeps the old one."""
+    import matplotlib.figure
+
+    from verl_cov.analysis.plots import pyplot, save
+
+    out = tmp_path / "fit.png"
+    out.write_bytes(b"the old plot")
+
+    def interrupted(self, path, **kwargs):
+        pathlib.Path(path).write_bytes(b"\x89PNG cut off")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save(pyplot().figure(), out)
+    assert out.read_bytes() == b"the old plot" and [p.name for p in tmp_path.iterdir()] == ["fit.png"]
 
 
 # --- --follow waits only on what growing can cure; everything else ends it with exit 2 ---

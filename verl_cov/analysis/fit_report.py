@@ -13,6 +13,7 @@ import json
 import math
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -263,15 +264,21 @@ class CtrlC:
 @contextmanager
 def ctrl_c_between_polls() -> Iterator[CtrlC]:
     """The first Ctrl-C lets the poll under way finish (a KeyboardInterrupt raised inside matplotlib's
-    drawing ended the command with a ValueError traceback and no plot; once, CI saw --follow still running
-    30 s after a Ctrl-C). A second Ctrl-C interrupts at once (exit code 130)."""
+    drawing ended the command with a ValueError traceback; once, CI saw --follow still running 30 s after a
+    Ctrl-C); a second one goes to the handler that was there before (Python's: KeyboardInterrupt, exit code
+    130). Left alone where Python does not own SIGINT: an ignored SIGINT (``nohup``, a background job), a
+    handler set outside Python, a thread other than the main one (which signals never reach)."""
     stop = CtrlC()
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield stop
+        return
 
     def first(*_) -> None:
         stop.pressed = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, previous)
 
-    previous = signal.signal(signal.SIGINT, first)
+    signal.signal(signal.SIGINT, first)
     try:
         yield stop
     finally:

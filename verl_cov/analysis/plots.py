@@ -8,6 +8,8 @@ H = 0, the ceiling; each ceiling is labelled with its run.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -162,13 +164,22 @@ def plot_compare(
 
 
 def save(figure, out: str | Path) -> Path:
+    """Write the figure to ``out``; a new or regular file (not a link) is written whole or not at all (drawn
+    into a hidden file beside it, then renamed over it), so an interrupted plot never leaves a cut-off one."""
     plt = pyplot()
     out = Path(out)
     figure.tight_layout()
+    atomic = not out.is_symlink() and (not out.exists() or out.is_file())
+    drawn = out.with_name(f".{out.name}.{os.getpid()}{out.suffix}") if atomic else out
     try:
-        figure.savefig(out, dpi=110)
+        figure.savefig(drawn, dpi=110)
+        if atomic:
+            os.replace(drawn, out)
     except OSError as error:
         raise LogError(f"--plot {out}: cannot write it ({error.strerror or error})") from None
     finally:
         plt.close(figure)
+        if atomic:
+            with contextlib.suppress(OSError):  # gone (renamed), or never made (its folder is not one)
+                drawn.unlink()
     return out
