@@ -34,7 +34,7 @@ def test_grpo_entropy_collapses(studies):
 @pytest.mark.parametrize("mode", ["clip_cov", "kl_cov"])
 def test_the_methods_keep_several_times_grpos_entropy_without_losing_pass_at_k(studies, mode):
     ratio = per_seed(studies, mode, "end_entropy") / per_seed(studies, "grpo", "end_entropy")
-    assert ratio.mean() > 3 and ratio.min() > 2, ratio
+    assert ratio.min() > 3, ratio  # the issue's bar, on every seed
     assert per_seed(studies, mode, "final_pass@8").mean() >= per_seed(studies, "grpo", "final_pass@8").mean() - 0.05
 
 
@@ -44,14 +44,13 @@ def test_the_covariance_sits_on_few_tokens(studies):
     assert (top > 50 * np.abs(every)).all() and (top > 1.0).all()
 
 
-UNDERSHOOTS = "Clip-Cov can only slow the fall: its target holds at 0.53-0.61 H* on seeds 0-2 (docs/study.md)"
-
-
-@pytest.mark.parametrize(
-    "mode", [pytest.param("clip_cov_target", marks=pytest.mark.xfail(strict=True, reason=UNDERSHOOTS)), "kl_cov_target"]
-)
-def test_the_entropy_target_holds_near_h_star(studies, mode):
+def test_the_entropy_targets_hold_kl_cov_near_h_star_and_clip_cov_below_it(studies):
+    """KL-Cov's target (β adapting) holds the last third of the run near H*; Clip-Cov can only slow the fall,
+    so its target holds below H* (0.53-0.81 H* in docs/study.md) and still far above GRPO."""
     target = TARGET_ENTROPY["forking"]
     for seed in SEEDS:
-        low, high = studies[run_label("native", seed)]["modes"][mode]["entropy_last_third"]
+        modes = studies[run_label("native", seed)]["modes"]
+        low, high = modes["kl_cov_target"]["entropy_last_third"]
         assert 0.6 * target <= low and high <= 1.6 * target, (seed, low, high)
+        low, high = modes["clip_cov_target"]["entropy_last_third"]
+        assert 3 * modes["grpo"]["end_entropy"] <= low and high <= target, (seed, low, high)

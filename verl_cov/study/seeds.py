@@ -67,14 +67,15 @@ def run_seeds(
 
 def side_by_side(summaries: dict[str, dict], pass_k: int) -> str:
     """Markdown, one row per mode over all runs: mean end-of-run entropy, its worst and mean ratio to GRPO's,
-    mean held-out pass@1 and pass@k, on how many runs pass@k is at or above GRPO's, and for a controlled mode
+    mean held-out pass@1 and pass@k, on how many runs pass@k is at or above GRPO's as printed (to 0.01: an exact
+    pass@k of 0.99998 is not below GRPO's 1.0), and for a controlled mode
     the tracking of H* (mean bias Ĥ − H* and mean RMS over the last third of each run)."""
     row = by_mode(summaries)
     modes = list(row)
     grpo = row.get("grpo")
     lines = [
         f"| mode | end-of-run entropy (mean) | × GRPO worst | × GRPO mean | pass@1 (mean) | pass@{pass_k} (mean) "
-        f"| pass@{pass_k} ≥ GRPO's | H* tracking: bias, RMS |",
+        f"| pass@{pass_k} ≥ GRPO's (to 0.01) | H* tracking: bias, RMS |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for mode in modes:
@@ -83,7 +84,8 @@ def side_by_side(summaries: dict[str, dict], pass_k: int) -> str:
         _, worst, mean_ratio = _ratio_cells(entropy, [r["end_entropy"] for r in grpo] if grpo else [])
         passk = [r[f"final_pass@{pass_k}"] for r in runs]
         at_least = (
-            f"{sum(p >= g[f'final_pass@{pass_k}'] for p, g in zip(passk, grpo, strict=True))}/{len(runs)}"
+            f"{sum(round(p, 2) >= round(g[f'final_pass@{pass_k}'], 2) for p, g in zip(passk, grpo, strict=True))}"
+            f"/{len(runs)}"
             if grpo
             else "–"
         )

@@ -9,7 +9,7 @@ keep several answers alive or collapse onto one; copying the prompt is never cor
   decisions they are the random-init LM's plus ``digit_bonus`` on the ten digits, at a graded by
   ``preference`` (from + ``preference`` on 0 to − ``preference`` on 9: like any LM it prefers some answers
   to others, here a tie-break among the correct answers, which differ in a), and at b a further
-  ``rule_bonus`` on the digit that completes a + b ≡ x + y (mod 10) (``Task.rule_hint``), so about 14 % of
+  ``rule_bonus`` on the digit that completes a + b ≡ x + y (mod 10) (``Task.rule_hint``), so about 15 % of
   its answers are correct at the start. That is the token statistics the paper measures on reasoning LLMs:
   most tokens near-deterministic, a few "forking" tokens carrying the covariance. Its verifier accepts a
   correct answer with probability ``accept`` = 1/2 (``Task.verify``): failures persist all run long, as on
